@@ -1,0 +1,1 @@
+"""The elrbench command line (installed as elrbench.cli)."""

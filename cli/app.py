@@ -1,0 +1,35 @@
+"""elrbench: the Typer app. One module per command; this file only wires them."""
+from __future__ import annotations
+
+import typer
+
+from . import show, status, submit, train, validate
+from .common import STATE
+
+app = typer.Typer(
+    name="elrbench",
+    help="Trainability studies of deep normalized networks: effective learning rates, warm-ups, depth.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors")) -> None:
+    STATE["debug"] = STATE["debug"] or debug
+
+
+app.command("validate")(validate.validate)
+app.command("show")(show.show)
+app.command("train")(train.train)
+app.command("submit")(submit.submit)
+app.command("status")(status.status)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

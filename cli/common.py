@@ -1,0 +1,75 @@
+"""What every command shares: the consoles, exit codes, and rendering of tables."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable, Iterable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from elrbench.errors import USER_ERRORS
+from elrbench.report import by_depth
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": bool(os.environ.get("ELRBENCH_DEBUG"))}
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """User mistakes: one line each on stderr, exit 2. Runtime failures: exit 1. Tracebacks with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except USER_ERRORS as e:
+            if STATE["debug"]:
+                raise
+            for line in str(e).splitlines() or [type(e).__name__]:
+                err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - the CLI is the one place that turns these into exit codes
+            if STATE["debug"]:
+                raise
+            err_console.print(f"[red]failed:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def print_by_depth(rows: Iterable[dict[str, Any]]) -> None:
+    for t in by_depth(rows):
+        table = Table(title=f"trainability by depth: {t.title}", title_justify="left")
+        table.add_column("depth", justify="right")
+        for w in t.warmups:
+            table.add_column(f"warm-up: {w}", justify="right")
+        for d in t.depths:
+            table.add_row(str(d), *[t.cells[(d, w)].text() for w in t.warmups])
+        console.print(table)
+    console.print("cells: final test accuracy mean±std over seeds (trained/finished trials)", style="dim")
+
+
+def outcome_counts(rows: Iterable[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
+
+
+def fail(message: str) -> None:
+    """A user mistake found by the CLI itself."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from elrbench.spec import dump_spec, load_spec
+
+from .common import command, console
+from .validate import OVERRIDES
+
+
+@command
+def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+         grid_only: bool = typer.Option(False, "--grid", help="print only the trial grid")) -> None:
+    """Print the resolved spec (every default filled in) and the trial grid."""
+    s = load_spec(spec, overrides or [])
+    if not grid_only:
+        console.print(Syntax(dump_spec(s), "yaml", background_color="default"))
+    trials = s.expand()
+    table = Table(title=f"{s.study_id}: {len(trials)} trials -> {s.study_dir}", title_justify="left")
+    for col in ("trial id", "workload", "depth", "lr", "optimizer", "warm-up", "schedule", "seed"):
+        table.add_column(col)
+    for t in trials:
+        p = t.point()
+        table.add_row(t.trial_id, p["workload"], str(t.depth), f"{t.lr:g}", p["optimizer"], p["warmup"],
+                      p["schedule"], str(t.seed))
+    console.print(table)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from elrbench.results import StudyStore
+
+from .common import command, console, outcome_counts, print_by_depth
+
+
+@command
+def status(study_dir: Path = typer.Argument(..., help="study folder printed by `elrbench submit`")) -> None:
+    """Show a study's progress: trials finished by outcome, and trainability by depth so far."""
+    store = StudyStore.open(study_dir)
+    meta = store.meta()
+    rows = store.results()
+    console.print(f"study {meta['study_id']}: {len(rows)}/{meta['n_trials']} trials have a result "
+                  f"({outcome_counts(rows)})")
+    for r in rows:
+        if r["outcome"] == "failed":
+            console.print(f"  failed {r['trial_id']}: {r.get('error')}", highlight=False)
+    if rows:
+        print_by_depth(rows)

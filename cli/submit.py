@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from elrbench.executor import preflight, run_inline
+from elrbench.results import StudyStore
+from elrbench.spec import load_spec
+
+from .common import command, console, outcome_counts, print_by_depth
+from .validate import OVERRIDES
+
+
+@command
+def submit(
+    spec: Path = typer.Argument(..., help="study spec"),
+    overrides: list[str] = OVERRIDES,
+    executor: str = typer.Option("inline", help="where trials run: inline (sequential, this process)"),
+) -> None:
+    """Run a study: every trial of the grid, skipping those already finished in its folder."""
+    if executor != "inline":
+        from .common import fail
+
+        fail(f"--executor {executor!r}: this version runs studies inline only (--executor inline)")
+    s = load_spec(spec, overrides or [])
+    trials = s.expand()
+    if any(t.resources.workers_per_trial > 1 for t in trials):
+        from .common import fail
+
+        fail("resources.workers_per_trial: the inline executor runs one worker per trial; set it to 1")
+    preflight(s)
+    store = StudyStore.create(s)
+    done = sum(store.finished(t.trial_id) for t in trials)
+    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) -> {store.root}")
+    started = time.time()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        study_task = bar.add_task("trials", total=len(trials), completed=done)
+        trial_task = bar.add_task("steps", total=1, visible=False)
+        results: list[dict] = []
+
+        def on_start(t, _):
+            bar.update(trial_task, description=f"  {t.trial_id}", completed=0, total=None, visible=True)
+
+        def on_step(step, total, row):
+            bar.update(trial_task, completed=step, total=total)
+
+        def on_end(row):
+            results.append(row)
+            bar.update(study_task, advance=1, description=f"trials ({outcome_counts(results)})")
+
+        rows = run_inline(s, store, on_start=on_start, on_end=on_end, progress=on_step)
+        bar.update(trial_task, visible=False)
+    print_by_depth(rows)
+    console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
+    console.print(f"study folder: {store.root}")
+    if any(r["outcome"] == "failed" for r in rows):
+        console.print("some trials failed; see error in their rows (elrbench status) and rerun submit to retry them")
+        raise typer.Exit(1)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from elrbench.errors import TrialNotFound
+from elrbench.results import StudyStore
+from elrbench.spec import load_spec
+from elrbench.train import run_trial
+
+from .common import command, console
+from .validate import OVERRIDES
+
+
+@command
+def train(
+    spec: Path = typer.Argument(..., help="study spec"),
+    overrides: list[str] = OVERRIDES,
+    trial: str = typer.Option(..., "--trial", help="trial id (or a unique prefix, or its index) from `elrbench show`"),
+    fresh: bool = typer.Option(False, help="ignore checkpoints left by an earlier run of this trial"),
+) -> None:
+    """Run one trial inline, printing every logged row (for debugging)."""
+    s = load_spec(spec, overrides or [])
+    trials = s.expand()
+    matches = [t for t in trials if t.trial_id == trial] or [t for t in trials if t.trial_id.startswith(trial)]
+    if not matches and trial.isdigit() and int(trial) < len(trials):
+        matches = [trials[int(trial)]]
+    if len(matches) != 1:
+        what = "matches no trial" if not matches else f"matches {len(matches)} trials"
+        raise TrialNotFound(f"--trial {trial!r} {what} of {s.study_id}; list them with `elrbench show {spec} --grid`")
+    t = matches[0]
+    store = StudyStore.create(s)
+    console.print(f"trial {t.trial_id} -> {store.trial_dir(t.trial_id)}")
+
+    def show(step, total, row):
+        console.print(f"step {step}/{total} " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "step"),
+            highlight=False)
+
+    row = run_trial(t, store, resume=not fresh, progress=show)
+    acc = row["final_test_acc"]
+    console.print(f"outcome: [bold]{row['outcome']}[/bold]  final test acc: "
+                  f"{'n/a' if acc is None else f'{acc:.4f}'} (threshold {row['threshold']})  "
+                  f"{row['steps_done']} steps, {row['step_ms']:.1f} ms/step")

@@ -1,0 +1,133 @@
+"""The local results store: one folder per study, one sub-folder per trial.
+
+    <study>/study.json         id, spec hash, elrbench version, trial count
+    <study>/spec.yaml          the resolved spec
+    <study>/trials.csv         the trial table (rebuilt from the result files; for humans and tools)
+    <study>/trials/<id>/result.json    one row: grid point, outcome, final metrics, timings, host
+    <study>/trials/<id>/history.jsonl  per-step rows (log and eval periods)
+    <study>/trials/<id>/checkpoints/   last few checkpoints while the trial runs
+
+Every file is written whole to a temporary name and renamed into place, so a crash never leaves a
+torn file, and a trial's row is keyed by its id, so rerunning a finished trial cannot duplicate it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from elrbench import __version__
+from elrbench.errors import StoreError
+
+FINAL_OUTCOMES = ("trained", "untrained", "diverged")
+OUTCOMES = (*FINAL_OUTCOMES, "failed")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StudyStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, spec) -> "StudyStore":
+        """Open the study folder of a spec, making it on first use (never overwriting another spec's)."""
+        from elrbench.spec import dump_spec
+
+        store = cls(spec.study_dir)
+        meta_path = store.root / "study.json"
+        if meta_path.exists():
+            meta = store.meta()
+            if meta.get("spec_hash") != spec.spec_hash():
+                raise StoreError(f"{store.root} holds another spec (hash {meta.get('spec_hash')}); "
+                                 "choose another name or output_dir")
+            return store
+        atomic_write(store.root / "spec.yaml", dump_spec(spec))
+        atomic_write(meta_path, json.dumps({
+            "study_id": spec.study_id, "name": spec.name, "spec_hash": spec.spec_hash(),
+            "n_trials": len(spec.expand()), "elrbench_version": __version__,
+        }, indent=2))
+        return store
+
+    @classmethod
+    def open(cls, root: str | Path) -> "StudyStore":
+        store = cls(Path(root))
+        if not (store.root / "study.json").is_file():
+            raise StoreError(f"{store.root} is not a study folder (no study.json); "
+                             "give the folder that `elrbench submit` printed")
+        return store
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / "study.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"{self.root / 'study.json'} is unreadable: {e}") from None
+
+    def spec(self):
+        from elrbench.spec import load_spec
+
+        return load_spec(self.root / "spec.yaml")
+
+    # ------------------------------------------------------------ trials
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.root / "trials" / trial_id
+
+    def write_result(self, row: dict[str, Any]) -> None:
+        atomic_write(self.trial_dir(row["trial_id"]) / "result.json", json.dumps(row, indent=2))
+        self.write_table()
+
+    def result(self, trial_id: str) -> dict[str, Any] | None:
+        path = self.trial_dir(trial_id) / "result.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def finished(self, trial_id: str) -> bool:
+        row = self.result(trial_id)
+        return row is not None and row.get("outcome") in FINAL_OUTCOMES
+
+    def results(self) -> list[dict[str, Any]]:
+        rows = [json.loads(p.read_text()) for p in sorted((self.root / "trials").glob("*/result.json"))]
+        return sorted(rows, key=lambda r: r.get("index", 0))
+
+    def write_table(self) -> None:
+        rows = self.results()
+        if not rows:
+            return
+        cols: list[str] = []
+        for r in rows:
+            cols += [k for k in r if k not in cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(self.root / "trials.csv", buf.getvalue())
+
+    # ------------------------------------------------------------ history
+    def write_history(self, trial_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        atomic_write(self.trial_dir(trial_id) / "history.jsonl",
+                     "".join(json.dumps(r) + "\n" for r in rows))
+
+    def history(self, trial_id: str) -> list[dict[str, Any]]:
+        path = self.trial_dir(trial_id) / "history.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]

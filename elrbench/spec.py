@@ -1,0 +1,474 @@
+"""The study spec: frozen pydantic models, loading (YAML/TOML/JSON), overrides, expand() into trials.
+
+A StudySpec validated once at the CLI expands into TrialSpecs whose ids derive from the grid point
+(and the study name, workload and budget), never from time, so they are the same on every machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from elrbench.errors import SpecError
+from elrbench.warmup import WARMUPS, warmup_options
+from elrbench.workloads import DATASETS, MODELS, WorkloadError, check_data, check_depth, data_options
+from elrbench.workloads.models import Init, Norm
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """One validation error that carries several located problems (unpacked by _locate)."""
+    return PydanticCustomError("problems", "{summary}", {"summary": "; ".join(m for _, m in problems),
+                                                         "problems": problems})
+
+
+def _validate_options(model_cls, options: dict, where: str) -> tuple[dict, list[tuple[str, str]]]:
+    try:
+        return model_cls.model_validate(options).model_dump(mode="json"), []
+    except ValidationError as e:
+        return options, [(_join(where, *err["loc"]), err["msg"]) for err in e.errors()]
+
+
+def _join(*parts: Any) -> str:
+    return ".".join(str(p) for p in parts if p != "")
+
+
+class WorkloadSpec(Frozen):
+    name: str = Field("", description="label in tables and trial ids; default '<model>-<dataset>'")
+    model: str
+    dataset: str
+    data: dict[str, Any] = Field(default_factory=dict, description="options of the dataset")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="options of the model")
+    width: int = Field(16, ge=1, le=4096)
+    norm: Norm = "bn"
+    init: Init = "kaiming_fan_out"
+    threshold: float = Field(gt=0, le=1, description="final test accuracy that counts as trained")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        MODELS.get(v)
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        DATASETS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "WorkloadSpec":
+        problems: list[tuple[str, str]] = []
+        data, p = _validate_options(DATASETS.get(self.dataset).meta["options"], self.data, "data")
+        problems += p
+        if not p:
+            try:
+                problem = check_data(self.dataset, data_options(self.dataset, data))
+            except WorkloadError as e:
+                problem = str(e)
+            if problem:
+                problems.append(("data.dir" if "dir" in data else "data", problem))
+        mopts, p = _validate_options(MODELS.get(self.model).meta["options"], self.model_options, "model_options")
+        problems += p
+        if problems:
+            raise _problems(problems)
+        name = self.name or f"{self.model}-{self.dataset}"
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "model_options", mopts)
+        object.__setattr__(self, "name", name)
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What defines results: everything but where the data happens to live."""
+        d = self.model_dump(mode="json")
+        d["data"] = {k: v for k, v in d["data"].items() if k != "dir"}
+        return d
+
+
+def _name_shorthand(v: Any) -> Any:
+    return {"name": v} if isinstance(v, str) else v
+
+
+class OptimizerSpec(Frozen):
+    name: Literal["sgd", "sgdm", "adamw"]
+    momentum: Optional[float] = Field(None, ge=0, lt=1, description="sgdm only (default 0.9)")
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+    _shorthand = model_validator(mode="before")(_name_shorthand)
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimizerSpec":
+        problems = []
+        if self.name == "sgd" and self.momentum:
+            problems.append(("momentum", "sgd has no momentum; use name: sgdm"))
+        if self.name == "adamw" and self.momentum is not None:
+            problems.append(("momentum", "adamw takes betas, not momentum"))
+        if self.name != "sgdm" and self.nesterov:
+            problems.append(("nesterov", "nesterov needs name: sgdm"))
+        if not all(0 <= b < 1 for b in self.betas):
+            problems.append(("betas", f"each beta must lie in [0, 1), got {list(self.betas)}"))
+        if problems:
+            raise _problems(problems)
+        if self.name == "sgdm" and self.momentum is None:
+            object.__setattr__(self, "momentum", 0.9)
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class WarmupSpec(Frozen):
+    """A warm-up by registered name; options may be nested or written beside the name."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, v: Any) -> Any:
+        v = _name_shorthand(v)
+        if isinstance(v, dict) and set(v) - {"name", "options"}:
+            v = dict(v)
+            flat = {k: v.pop(k) for k in list(v) if k not in ("name", "options")}
+            v["options"] = {**v.get("options", {}), **flat}
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        WARMUPS.get(v)
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "WarmupSpec":
+        opts, problems = _validate_options(WARMUPS.get(self.name).meta["options"], self.options, "options")
+        if problems:
+            raise _problems(problems)
+        object.__setattr__(self, "options", opts)
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class ScheduleSpec(Frozen):
+    name: Literal["constant", "step", "cosine"] = "constant"
+    milestones: tuple[float, ...] = Field((0.5, 0.75), description="step: decay points as fractions of the budget")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: factor at each milestone")
+    final_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the peak")
+
+    _shorthand = model_validator(mode="before")(_name_shorthand)
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0 < m < 1 for m in v) or list(v) != sorted(v):
+            raise ValueError(f"milestones must be increasing fractions in (0, 1), got {list(v)}")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+def _nonempty_unique(v: list) -> list:
+    if not v:
+        raise ValueError("must list at least one value")
+    seen = [json.dumps(x.model_dump(mode="json") if isinstance(x, BaseModel) else x, sort_keys=True) for x in v]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"holds a value twice: {v}")
+    return v
+
+
+class GridSpec(Frozen):
+    depth: list[int]
+    lr: list[float]
+    optimizer: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name="sgd")])
+    warmup: list[WarmupSpec] = Field(default_factory=lambda: [WarmupSpec(name="none")])
+    schedule: list[ScheduleSpec] = Field(default_factory=lambda: [ScheduleSpec()])
+    seed: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("depth", "lr", "optimizer", "warmup", "schedule", "seed", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+    @field_validator("depth", "lr", "optimizer", "warmup", "schedule", "seed")
+    @classmethod
+    def _axis(cls, v: list) -> list:
+        return _nonempty_unique(v)
+
+    @field_validator("depth")
+    @classmethod
+    def _depths(cls, v: list[int]) -> list[int]:
+        if any(d < 1 for d in v):
+            raise ValueError(f"depths must be positive, got {v}")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _lrs(cls, v: list[float]) -> list[float]:
+        if any(not (x > 0 and x < float("inf")) for x in v):
+            raise ValueError(f"learning rates must be positive and finite, got {v}")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be >= 0, got {v}")
+        return v
+
+
+class BudgetSpec(Frozen):
+    epochs: Optional[float] = Field(None, gt=0)
+    steps: Optional[int] = Field(None, gt=0)
+    batch_size: int = Field(128, gt=1, description="> 1 so that BatchNorm sees a batch")
+    eval_batch_size: int = Field(1000, gt=0)
+    eval_every: Optional[int] = Field(None, gt=0, description="steps between test evaluations (default: each epoch)")
+    log_every: int = Field(10, gt=0, description="steps between logged rows")
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints (0: none)")
+    keep_checkpoints: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "BudgetSpec":
+        if (self.epochs is None) == (self.steps is None):
+            raise PydanticCustomError("budget", "give exactly one of epochs and steps")
+        return self
+
+
+class ResourcesSpec(Frozen):
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="fractions below 1 let small trials share a GPU")
+    max_concurrent_trials: Optional[int] = Field(None, ge=1)
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"above 1, GPUs per worker must be whole, got {v}")
+        return v
+
+
+class TrackingSpec(Frozen):
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "elrbench"
+    entity: Optional[str] = None
+
+
+class StudySpec(Frozen):
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    workloads: list[WorkloadSpec] = Field(min_length=1)
+    grid: GridSpec
+    budget: BudgetSpec
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    output_dir: Path = Field(Path("runs"), validate_default=True, description="study folders go here")
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"this elrbench reads schema_version {SCHEMA_VERSION}, the spec says {v}")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _abs(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _cross(self) -> "StudySpec":
+        problems = []
+        names = [w.name for w in self.workloads]
+        for i, w in enumerate(self.workloads):
+            if names.count(w.name) > 1:
+                problems.append((f"workloads.{i}.name", f"workload name '{w.name}' is used twice; set name:"))
+            bad = sorted({p for d in self.grid.depth if (p := check_depth(w.model, d, w.model_options))})
+            problems += [("grid.depth", f"workload '{w.name}': {p}") for p in bad]
+        if problems:
+            raise _problems(problems)
+        return self
+
+    # ------------------------------------------------------------ identity and expansion
+    def spec_hash(self) -> str:
+        """Hash of what defines the results (not where they go, how they are tracked or scheduled)."""
+        ident = {"schema_version": self.schema_version, "name": self.name,
+                 "workloads": [w.identity() for w in self.workloads],
+                 "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json")}
+        return _digest(ident)[:12]
+
+    @property
+    def study_id(self) -> str:
+        return f"{self.name}-{self.spec_hash()[:8]}"
+
+    @property
+    def study_dir(self) -> Path:
+        return self.output_dir / self.study_id
+
+    def expand(self) -> list["TrialSpec"]:
+        g = self.grid
+        trials = []
+        for w, depth, lr, opt, warm, sched, seed in itertools.product(
+            self.workloads, g.depth, g.lr, g.optimizer, g.warmup, g.schedule, g.seed
+        ):
+            ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
+                     "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
+                     "schedule": sched.model_dump(mode="json"), "seed": seed,
+                     "budget": self.budget.model_dump(mode="json")}
+            trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
+            trials.append(TrialSpec(
+                study_id=self.study_id, trial_id=trial_id, index=len(trials), workload=w, depth=depth,
+                lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
+                resources=self.resources, tracking=self.tracking,
+            ))
+        return trials
+
+
+class TrialSpec(Frozen):
+    study_id: str
+    trial_id: str
+    index: int
+    workload: WorkloadSpec
+    depth: int
+    lr: float
+    optimizer: OptimizerSpec
+    warmup: WarmupSpec
+    schedule: ScheduleSpec
+    seed: int
+    budget: BudgetSpec
+    resources: ResourcesSpec
+    tracking: TrackingSpec
+
+    def point(self) -> dict[str, Any]:
+        """The grid point as flat columns for tables."""
+        return {"workload": self.workload.name, "depth": self.depth, "lr": self.lr,
+                "optimizer": self.optimizer.label, "warmup": self.warmup.label,
+                "schedule": self.schedule.label, "seed": self.seed}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- loading
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML (safe loader only), TOML or JSON file into a dict; SpecError on any problem."""
+    src = str(path)
+    if not path.is_file():
+        raise SpecError([("", "spec file not found")], src)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError([("", f"unknown spec format '{suffix}' (use .yaml, .yml, .toml or .json)")], src)
+    except UnicodeDecodeError:
+        raise SpecError([("", "not a UTF-8 text file")], src) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError([("", f"YAML error: {where}{getattr(e, 'problem', None) or e}")], src) from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise SpecError([("", f"{suffix[1:].upper()} error: {e}")], src) from None
+    if not isinstance(data, dict):
+        raise SpecError([("", "the spec must be a mapping of fields (name, workloads, grid, budget, ...)")], src)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted key=value overrides (value parsed as YAML) to a copy of a raw spec."""
+    data = json.loads(json.dumps(data, default=str))
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append((item, "an override is dotted.key=value"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        parts = key.split(".")
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if isinstance(node, list):
+                    idx = int(part)
+                    if last:
+                        node[idx] = value
+                    else:
+                        node = node[idx]
+                elif isinstance(node, dict):
+                    if last:
+                        node[part] = value
+                    else:
+                        node = node.setdefault(part, {})
+                else:
+                    raise TypeError
+        except (ValueError, IndexError, TypeError):
+            problems.append((key, f"cannot set '{key}': no such place in the spec"))
+    if problems:
+        raise SpecError(problems, "override")
+    return data
+
+
+def _locate(err: dict[str, Any]) -> list[tuple[str, str]]:
+    base = _join(*err["loc"])
+    if err["type"] == "problems":
+        return [(_join(base, loc), msg) for loc, msg in err["ctx"]["problems"]]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check its spelling and its place in the spec)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    return [(base, msg)]
+
+
+def validate_spec(data: dict[str, Any], source: str | None = None) -> StudySpec:
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as e:
+        problems = [p for err in e.errors() for p in _locate(err)]
+        raise SpecError(problems, source) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+    path = Path(path)
+    data = apply_overrides(read_spec_file(path), overrides or [])
+    return validate_spec(data, str(path))
+
+
+def dump_spec(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
