@@ -34,7 +34,8 @@ def submit(
     preflight(s)
     store = StudyStore.create(s)
     done = sum(store.finished(t.trial_id) for t in trials)
-    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) -> {store.root}")
+    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) -> {store.root}",
+                  soft_wrap=True)
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
@@ -51,12 +52,17 @@ def submit(
         def on_end(row):
             results.append(row)
             bar.update(study_task, advance=1, description=f"trials ({outcome_counts(results)})")
+            if not console.is_terminal:  # no live bar in logs and CI: one line per finished trial
+                acc = row.get("final_test_acc")
+                console.print(f"[{len(results) + done}/{len(trials)}] {row['trial_id']}: {row['outcome']}"
+                              + (f" test acc {acc:.3f}" if acc is not None else "")
+                              + f" ({time.time() - started:.0f} s elapsed)", highlight=False, soft_wrap=True)
 
         rows = run_inline(s, store, on_start=on_start, on_end=on_end, progress=on_step)
         bar.update(trial_task, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
-    console.print(f"study folder: {store.root}")
+    console.print(f"study folder: {store.root}", soft_wrap=True)
     if any(r["outcome"] == "failed" for r in rows):
         console.print("some trials failed; see error in their rows (elrbench status) and rerun submit to retry them")
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ class WorkloadError(Exception):
     """A user-facing problem with a workload (unknown name, bad data folder, bad option)."""
 
 
-class UnknownNameError(WorkloadError, LookupError):
+class UnknownNameError(WorkloadError, LookupError, ValueError):
     pass
 
 

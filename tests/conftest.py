@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "workloads": [{"model": "plain_cnn", "dataset": "digits", "threshold": 0.9}],
+    "grid": {"depth": [3], "lr": [0.1]},
+    "budget": {"steps": 20, "batch_size": 64, "log_every": 5},
+}
+
+
+@pytest.fixture
+def base_spec(tmp_path) -> dict:
+    d = copy.deepcopy(BASE)
+    d["output_dir"] = str(tmp_path / "runs")
+    return d
+
+
+def write_cifar(folder: Path, name: str = "cifar10", n_train_per_file: int = 20, n_test: int = 20,
+                seed: int = 0) -> Path:
+    """Write a small CIFAR folder in the official binary layout (records of label byte(s) + 3072 pixels)."""
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        sub, files, lb, classes = folder / "cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)], 1, 10
+        test = "test_batch.bin"
+    else:
+        sub, files, lb, classes = folder / "cifar-100-binary", ["train.bin"], 2, 100
+        test = "test.bin"
+    sub.mkdir(parents=True, exist_ok=True)
+    for fname, n in [(f, n_train_per_file) for f in files] + [(test, n_test)]:
+        rec = np.zeros((n, lb + 3072), dtype=np.uint8)
+        rec[:, lb - 1] = rng.integers(0, classes, n)
+        if lb == 2:
+            rec[:, 0] = rng.integers(0, 20, n)
+        rec[:, lb:] = rng.integers(0, 256, (n, 3072))
+        rec.tofile(sub / fname)
+    return sub

@@ -1,0 +1,120 @@
+"""The CLI as a user meets it: the installed `elrbench` command in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+EXE = shutil.which("elrbench", path=str(Path(sys.executable).parent)) or "elrbench"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+@pytest.fixture
+def spec_file(tmp_path, base_spec) -> Path:
+    base_spec["grid"]["depth"] = [2, 3]
+    base_spec["budget"]["steps"] = 8
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(base_spec))
+    return path
+
+
+def test_validate_ok(spec_file):
+    r = run("validate", str(spec_file))
+    assert r.returncode == 0, r.stderr
+    assert "2 trials" in r.stdout
+
+
+def test_validate_reports_every_problem_one_line_each(spec_file):
+    r = run("validate", str(spec_file), "workloads.0.threshold=3", "grid.lr=[-1]", "budget.bogus=1")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 3, r.stderr
+    assert any("workloads.0.threshold:" in line for line in lines)
+    assert any("grid.lr:" in line for line in lines)
+    assert any("budget.bogus: unknown field" in line for line in lines)
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("name: [x\n", "YAML error"),
+    ("!!python/object/apply:os.system ['touch /tmp/elrbench-pwned']\n", "YAML error"),
+])
+def test_bad_files_exit_2_without_traceback(tmp_path, content, needle):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    for cmd in ("validate", "show", "submit"):
+        r = run(cmd, str(bad))
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not Path("/tmp/elrbench-pwned").exists()
+
+
+def test_missing_file_and_debug_traceback(tmp_path):
+    r = run("validate", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and "spec file not found" in r.stderr and "Traceback" not in r.stderr
+    r = run("--debug", "validate", str(tmp_path / "nope.yaml"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_show_lists_the_grid(spec_file):
+    r = run("show", str(spec_file))
+    assert r.returncode == 0, r.stderr
+    assert "2 trials" in r.stdout and "schema_version: 1" in r.stdout
+    assert r.stdout.count("plain_cnn-digits-d") == 2
+
+
+def test_submit_status_train(spec_file, tmp_path):
+    r = run("submit", str(spec_file))
+    assert r.returncode == 0, r.stderr
+    assert "trainability by depth" in r.stdout
+    folder = Path(r.stdout.strip().splitlines()[-1].split("study folder:")[1].strip())
+    assert (folder / "study.json").is_file()
+    rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
+    assert len(rows) == 2 and all(row["outcome"] in ("trained", "untrained") for row in rows)
+    # a second submit skips the finished trials
+    r2 = run("submit", str(spec_file))
+    assert r2.returncode == 0 and "(2 already finished)" in r2.stdout
+
+    st = run("status", str(folder))
+    assert st.returncode == 0 and "2/2 trials have a result" in st.stdout
+
+    ids = [row["trial_id"] for row in rows]
+    tr = run("train", str(spec_file), "--trial", ids[0])
+    assert tr.returncode == 0, tr.stderr
+    assert "outcome:" in tr.stdout and "step 8/8" in tr.stdout
+    assert len(list(folder.glob("trials/*/result.json"))) == 2  # no duplicate row
+
+    missing = run("train", str(spec_file), "--trial", "nope")
+    assert missing.returncode == 2 and "matches no trial" in missing.stderr
+
+
+def test_status_of_a_non_study(tmp_path):
+    r = run("status", str(tmp_path))
+    assert r.returncode == 2 and "not a study folder" in r.stderr
+
+
+def test_submit_refuses_what_inline_cannot_run(spec_file):
+    r = run("submit", str(spec_file), "resources.workers_per_trial=2")
+    assert r.returncode == 2 and "workers_per_trial" in r.stderr
+    r = run("submit", str(spec_file), "budget.batch_size=100000")
+    assert r.returncode == 2 and "batch_size" in r.stderr
+    assert not list(Path(spec_file.parent / "runs").glob("*/study.json"))  # nothing started
+
+
+def test_smoke_study_runs(tmp_path):
+    r = run("submit", str(ROOT / "studies" / "ci" / "smoke.yaml"), f"output_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "6 trials" in r.stdout
+    assert len(list(tmp_path.glob("*/trials/*/result.json"))) == 6
