@@ -21,7 +21,8 @@ def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[st
         console.print(Syntax(dump_spec(s), "yaml", background_color="default"))
     trials = s.expand()
     table = Table(title=f"{s.study_id}: {len(trials)} trials -> {s.study_dir}", title_justify="left")
-    for col in ("trial id", "workload", "depth", "lr", "optimizer", "warm-up", "schedule", "seed"):
+    table.add_column("trial id", overflow="fold")  # shown whole: it is what --trial takes
+    for col in ("workload", "depth", "lr", "optimizer", "warm-up", "schedule", "seed"):
         table.add_column(col)
     for t in trials:
         p = t.point()

@@ -10,7 +10,7 @@ from elrbench.executor import preflight, run_inline
 from elrbench.results import StudyStore
 from elrbench.spec import load_spec
 
-from .common import command, console, outcome_counts, print_by_depth
+from .common import command, console, fail, outcome_counts, print_by_depth
 from .validate import OVERRIDES
 
 
@@ -22,14 +22,10 @@ def submit(
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
     if executor != "inline":
-        from .common import fail
-
         fail(f"--executor {executor!r}: this version runs studies inline only (--executor inline)")
     s = load_spec(spec, overrides or [])
     trials = s.expand()
     if any(t.resources.workers_per_trial > 1 for t in trials):
-        from .common import fail
-
         fail("resources.workers_per_trial: the inline executor runs one worker per trial; set it to 1")
     preflight(s)
     store = StudyStore.create(s)

@@ -79,6 +79,7 @@ def test_submit_status_train(spec_file, tmp_path):
     r = run("submit", str(spec_file))
     assert r.returncode == 0, r.stderr
     assert "trainability by depth" in r.stdout
+    assert "[1/2] plain_cnn-digits-d2-" in r.stdout and "[2/2] plain_cnn-digits-d3-" in r.stdout  # progress in logs
     folder = Path(r.stdout.strip().splitlines()[-1].split("study folder:")[1].strip())
     assert (folder / "study.json").is_file()
     rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
