@@ -222,3 +222,18 @@ def test_every_shipped_study_validates(path):
 
 def test_studies_exist():
     assert len(STUDIES) >= 2
+
+
+@pytest.mark.parametrize("case,mutate,loc", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_malformed_spec_exits_2_through_the_cli(base_spec, tmp_path, case, mutate, loc):
+    from typer.testing import CliRunner
+
+    from elrbench.cli.app import app
+
+    mutate(base_spec)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(base_spec))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, (case, result.output)
+    assert f"{path}: {loc}:" in result.stderr, (case, result.stderr)
+    assert "Traceback" not in result.output
