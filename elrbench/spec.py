@@ -10,10 +10,10 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from elrbench.errors import SpecError
@@ -27,6 +27,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SCHEMA_VERSION = 1
+
+
+def registered(registry) -> Any:
+    """A str type that must name an entry of the registry ("unknown model 'x' (known: ...)")."""
+
+    def check(v: str) -> str:
+        registry.get(v)  # raises UnknownNameError, a ValueError, naming the known entries
+        return v
+
+    return Annotated[str, AfterValidator(check)]
 
 
 class Frozen(BaseModel):
@@ -52,26 +62,14 @@ def _join(*parts: Any) -> str:
 
 class WorkloadSpec(Frozen):
     name: str = Field("", description="label in tables and trial ids; default '<model>-<dataset>'")
-    model: str
-    dataset: str
+    model: registered(MODELS)
+    dataset: registered(DATASETS)
     data: dict[str, Any] = Field(default_factory=dict, description="options of the dataset")
     model_options: dict[str, Any] = Field(default_factory=dict, description="options of the model")
     width: int = Field(16, ge=1, le=4096)
     norm: Norm = "bn"
     init: Init = "kaiming_fan_out"
     threshold: float = Field(gt=0, le=1, description="final test accuracy that counts as trained")
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        MODELS.get(v)
-        return v
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        DATASETS.get(v)
-        return v
 
     @model_validator(mode="after")
     def _resolve(self) -> "WorkloadSpec":
@@ -141,7 +139,7 @@ class OptimizerSpec(Frozen):
 class WarmupSpec(Frozen):
     """A warm-up by registered name; options may be nested or written beside the name."""
 
-    name: str
+    name: registered(WARMUPS)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -152,12 +150,6 @@ class WarmupSpec(Frozen):
             v = dict(v)
             flat = {k: v.pop(k) for k in list(v) if k not in ("name", "options")}
             v["options"] = {**v.get("options", {}), **flat}
-        return v
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        WARMUPS.get(v)
         return v
 
     @model_validator(mode="after")
