@@ -5,6 +5,7 @@
     <study>/trials.csv         the trial table (rebuilt from the result files; for humans and tools)
     <study>/trials/<id>/result.json    one row: grid point, outcome, final metrics, timings, host
     <study>/trials/<id>/history.jsonl  per-step rows (log and eval periods)
+    <study>/trials/<id>/layers.jsonl   layer names, then per-layer rows at each log period
     <study>/trials/<id>/checkpoints/   last few checkpoints while the trial runs
 
 Every file is written whole to a temporary name and renamed into place, so a crash never leaves a
@@ -126,8 +127,20 @@ class StudyStore:
         atomic_write(self.trial_dir(trial_id) / "history.jsonl",
                      "".join(json.dumps(r) + "\n" for r in rows))
 
+    def write_layers(self, trial_id: str, names: list[str], rows: Iterable[dict[str, Any]]) -> None:
+        """Per-layer rows (||W||, ||g||, ELR, lr, actual update ratio) at each log step."""
+        atomic_write(self.trial_dir(trial_id) / "layers.jsonl",
+                     json.dumps({"names": names}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
+
+    def layers(self, trial_id: str) -> tuple[list[str], list[dict[str, Any]]]:
+        rows = _read_jsonl(self.trial_dir(trial_id) / "layers.jsonl")
+        return (rows[0]["names"], rows[1:]) if rows else ([], [])
+
     def history(self, trial_id: str) -> list[dict[str, Any]]:
-        path = self.trial_dir(trial_id) / "history.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        return _read_jsonl(self.trial_dir(trial_id) / "history.jsonl")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -265,6 +265,11 @@ class ResourcesSpec(Frozen):
         return v
 
 
+class DiagnosticsSpec(Frozen):
+    enabled: bool = Field(True, description="per-layer ELR statistics every step (needs a normalized model)")
+    early_steps: int = Field(50, ge=1, description="K of the run-level 'spread over the first K steps'")
+
+
 class TrackingSpec(Frozen):
     wandb: Literal["offline", "online", "disabled"] = "offline"
     project: str = "elrbench"
@@ -278,6 +283,7 @@ class StudySpec(Frozen):
     workloads: list[WorkloadSpec] = Field(min_length=1)
     grid: GridSpec
     budget: BudgetSpec
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     output_dir: Path = Field(Path("runs"), validate_default=True, description="study folders go here")
@@ -303,6 +309,21 @@ class StudySpec(Frozen):
                 problems.append((f"workloads.{i}.name", f"workload name '{w.name}' is used twice; set name:"))
             bad = sorted({p for d in self.grid.depth if (p := check_depth(w.model, d, w.model_options))})
             problems += [("grid.depth", f"workload '{w.name}': {p}") for p in bad]
+        for i, warm in enumerate(self.grid.warmup):
+            cls = WARMUPS.get(warm.name).fn
+            if cls.needs_stats:
+                problems += [(f"grid.warmup.{i}", f"warm-up '{warm.name}' reads per-layer ELRs, but workload "
+                              f"'{w.name}' has norm: none (no scale-invariant tensors)")
+                             for w in self.workloads if w.norm == "none"]
+            problems += [(f"grid.warmup.{i}", f"warm-up '{warm.name}' does not work with optimizer '{o.name}' "
+                          f"(only {', '.join(cls.optimizers)})")
+                         for o in self.grid.optimizer if o.name not in cls.optimizers]
+            if warm.name == "untuned_adam" and warm.options.get("beta2") is None:
+                problems += [(f"grid.warmup.{i}", f"untuned_adam takes beta2 from the optimizer, and "
+                              f"'{o.name}' has none: set options.beta2") for o in self.grid.optimizer
+                             if o.name != "adamw"]
+            if cls.needs_stats and not self.diagnostics.enabled:
+                problems.append((f"grid.warmup.{i}", f"warm-up '{warm.name}' needs diagnostics.enabled: true"))
         if problems:
             raise _problems(problems)
         return self
@@ -312,7 +333,8 @@ class StudySpec(Frozen):
         """Hash of what defines the results (not where they go, how they are tracked or scheduled)."""
         ident = {"schema_version": self.schema_version, "name": self.name,
                  "workloads": [w.identity() for w in self.workloads],
-                 "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json")}
+                 "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
+                 "diagnostics": self.diagnostics.model_dump(mode="json")}
         return _digest(ident)[:12]
 
     @property
@@ -332,12 +354,13 @@ class StudySpec(Frozen):
             ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
                      "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
                      "schedule": sched.model_dump(mode="json"), "seed": seed,
-                     "budget": self.budget.model_dump(mode="json")}
+                     "budget": self.budget.model_dump(mode="json"),
+                     "diagnostics": self.diagnostics.model_dump(mode="json")}
             trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
             trials.append(TrialSpec(
                 study_id=self.study_id, trial_id=trial_id, index=len(trials), workload=w, depth=depth,
                 lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
-                resources=self.resources, tracking=self.tracking,
+                diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
             ))
         return trials
 
@@ -354,6 +377,7 @@ class TrialSpec(Frozen):
     schedule: ScheduleSpec
     seed: int
     budget: BudgetSpec
+    diagnostics: DiagnosticsSpec
     resources: ResourcesSpec
     tracking: TrackingSpec
 

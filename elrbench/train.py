@@ -18,9 +18,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from elrbench.diagnostics import LayerDiagnostics, discover, log_row, scalars, update_c_hat
 from elrbench.results import StudyStore
 from elrbench.spec import OptimizerSpec, TrialSpec
-from elrbench.warmup import create_warmup, scheduled_lr
+from elrbench.warmup import StepContext, create_warmup, scheduled_lr
 from elrbench.workloads import DataError, Dataset, create_model, load_dataset, random_crop_flip
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -118,8 +119,11 @@ def run_trial(
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = make_optimizer(trial.optimizer, params, trial.lr)
-    warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps)
+    warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
     sched = trial.schedule
+    diag = LayerDiagnostics(model, trial.diagnostics.early_steps) \
+        if trial.diagnostics.enabled and discover(model) else None
+    layer_rows: list[dict[str, Any]] = []
 
     # Accumulated on the device between log rows; read on the host only at the log period.
     acc = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long),
@@ -137,6 +141,9 @@ def run_trial(
         acc = state["acc"]
         step, warm_steps, train_s = state["step"], state["warm_steps"], state["train_s"]
         history, last_eval = state["history"], state["last_eval"]
+        layer_rows = state["layer_rows"]
+        if diag:
+            diag.load_state_dict(state["diag"])
 
     perm_epoch, perm = -1, None
     diverged = False
@@ -157,14 +164,25 @@ def run_trial(
         loss.backward()
 
         log_now = (step + 1) % b.log_every == 0 or step + 1 == p.total_steps
-        # The per-step hook: learning-rate control (and, in the science work, per-layer diagnostics).
+        # The per-step hook: per-layer statistics (device only), then learning-rate control.
+        m = diag.measure() if diag else None
+        ctx = StepContext(measure=m, batch_acc=lambda: (out.argmax(1) == y).float().mean().item(),
+                          update_c_hat=lambda: update_c_hat(opt, diag.params))
         lr = warm.lr(step, scheduled_lr(sched.name, trial.lr, step, p.total_steps, milestones=sched.milestones,
-                                        gamma=sched.gamma, final_fraction=sched.final_fraction))
+                                        gamma=sched.gamma, final_fraction=sched.final_fraction), ctx)
+        scales = warm.layer_scales(ctx)
+        if scales is not None:  # per-layer learning rates lr * scale_l on the scale-invariant tensors
+            torch._foreach_mul_([q.grad for q in diag.params], list(scales.unbind()))
+        lrs = lr if scales is None else lr * scales
         for group in opt.param_groups:
             group["lr"] = lr
         warm_steps += warm.in_warmup(step)
+        if diag:
+            elr = diag.record(m, lrs, step)
         if log_now:
             grad_norm = torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
+            if diag:
+                diag.snapshot()
         opt.step()
 
         loss = loss.detach()
@@ -185,6 +203,9 @@ def run_trial(
             row = {"step": step, "epoch": step / p.steps_per_epoch, "lr": lr, "train_loss": vals[0],
                    "train_acc": vals[1], "grad_norm": vals[2], "param_norm": vals[3]}
             acc.update(loss=torch.zeros_like(acc["loss"]), correct=torch.zeros_like(acc["correct"]), seen=0)
+            if diag:
+                layer_rows.append(log_row(step, m, elr, lrs, diag.update_ratio()))
+                row.update(scalars(layer_rows[-1]))
             if vals[4] >= 0 or not all(math.isfinite(v) for v in vals[:4]):
                 diverged = True
                 row["diverged_step"] = int(vals[4]) if vals[4] >= 0 else step - 1
@@ -206,8 +227,10 @@ def run_trial(
                 "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "warmup": warm.state_dict(), "rng_cpu": torch.get_rng_state(), "acc": acc,
                 "warm_steps": warm_steps, "train_s": train_s, "history": history, "last_eval": last_eval,
+                "layer_rows": layer_rows, "diag": diag.state_dict() if diag else None,
             })
             store.write_history(trial.trial_id, history)
+            store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
         if stop_at_step is not None and step >= stop_at_step and step < p.total_steps:
             return {"trial_id": trial.trial_id, "outcome": "interrupted", "steps_done": step}
 
@@ -227,6 +250,8 @@ def run_trial(
         "best_test_acc": max((r["test_acc"] for r in history if "test_acc" in r), default=None),
         "diverged_step": next((r["diverged_step"] for r in history if "diverged_step" in r), None),
         "steps_planned": p.total_steps, "steps_done": step, "warmup_steps": warm_steps,
+        **(diag.summary() if diag else dict.fromkeys(("spread_mean", "spread_early_mean", "spread_max",
+                                                     "overshoot_steps", "grad_explosion_slope"))),
         "train_s": round(train_s, 3), "wall_s": round(time.time() - started, 3),
         "step_ms": round(1000 * train_s / max(step, 1), 3),
         "device": str(device), "host": socket.gethostname(),
@@ -234,6 +259,7 @@ def run_trial(
     }
     if store:
         store.write_history(trial.trial_id, history)
+        store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
         store.write_result(result)
         for c in _checkpoints(ckpt_dir):
             c.unlink(missing_ok=True)

@@ -1,14 +1,19 @@
-"""Learning-rate control: the base schedules and the warm-up registry.
+"""Learning-rate control: the base schedules and the warm-up registry (science.md sections 6-8).
 
-A warm-up is a small stateful controller. Each step the training loop asks it for the learning rate,
-given the base schedule's value for that step; the controller may look at this step's diagnostics
-(set needs_stats) before the optimizer steps. Its state is checkpointed with the trial.
+A warm-up is a small stateful controller. Each step, after backward and before the optimizer
+steps, the training loop asks it for the learning rate given the base schedule's value; it may read
+this step's per-layer statistics (needs_stats) or the batch accuracy (needs_batch_acc). A warm-up
+may also return per-layer factors for the scale-invariant tensors (layer_scales), which the loop
+applies to their gradients: per-layer learning rates without per-layer optimizer groups. Its state
+is checkpointed with the trial.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal, Optional
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from elrbench.workloads.registry import Registry
@@ -18,17 +23,32 @@ class WarmupOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+@dataclass
+class StepContext:
+    """What a controller may look at in one step. Reading a value onto the host costs a sync."""
+
+    measure: Any = None  # diagnostics.Measure of this step (device tensors), if computed
+    batch_acc: Optional[Callable[[], float]] = None  # training accuracy of this step's batch (syncs)
+    update_c_hat: Optional[Callable[[], torch.Tensor]] = None  # ||update direction|| / ||W|| per layer
+
+
 class Warmup:
     """Base controller: no warm-up. Subclasses override lr() and, if stateful, the state methods."""
 
-    needs_stats: ClassVar[bool] = False  # does lr() read per-layer statistics of the current step?
+    needs_stats: ClassVar[bool] = False
+    needs_batch_acc: ClassVar[bool] = False
+    optimizers: ClassVar[tuple[str, ...]] = ("sgd", "sgdm", "adamw")
 
-    def __init__(self, options: WarmupOptions, total_steps: int) -> None:
+    def __init__(self, options: WarmupOptions, total_steps: int, optimizer: Any = None) -> None:
         self.options = options
         self.total_steps = total_steps
+        self.optimizer = optimizer  # the trial's OptimizerSpec
 
-    def lr(self, step: int, scheduled: float, stats: Any = None) -> float:
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
         return scheduled
+
+    def layer_scales(self, ctx: StepContext) -> torch.Tensor | None:
+        return None
 
     def in_warmup(self, step: int) -> bool:
         return False
@@ -47,9 +67,8 @@ def warmup_options(name: str, options: dict[str, Any] | None) -> WarmupOptions:
     return WARMUPS.get(name).meta["options"].model_validate(options or {})
 
 
-def create_warmup(name: str, options: dict[str, Any] | None, total_steps: int) -> Warmup:
-    entry = WARMUPS.get(name)
-    return entry.fn(warmup_options(name, options), total_steps)
+def create_warmup(name: str, options: dict[str, Any] | None, total_steps: int, optimizer: Any = None) -> Warmup:
+    return WARMUPS.get(name).fn(warmup_options(name, options), total_steps, optimizer)
 
 
 @WARMUPS.register("none", options=WarmupOptions)
@@ -62,18 +81,148 @@ class LinearOptions(WarmupOptions):
     start: float = Field(0.0, ge=0, lt=1, description="starting fraction of the scheduled rate")
 
 
+def _linear(step: int, k: int, start: float) -> float:
+    return start + (1 - start) * min(1.0, (step + 1) / k)
+
+
 @WARMUPS.register("linear", options=LinearOptions)
 class LinearWarmup(Warmup):
     """Linear ramp over k steps (Goyal et al. 2017): factor start + (1-start)(t+1)/k, then 1."""
 
-    options: LinearOptions
-
-    def lr(self, step: int, scheduled: float, stats: Any = None) -> float:
-        k, s = self.options.steps, self.options.start
-        return scheduled * (s + (1 - s) * min(1.0, (step + 1) / k))
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        return scheduled * _linear(step, self.options.steps, self.options.start)
 
     def in_warmup(self, step: int) -> bool:
         return step + 1 < self.options.steps
+
+
+class ExponentialOptions(WarmupOptions):
+    tau: float = Field(100.0, gt=0, description="time constant in steps")
+
+
+@WARMUPS.register("exponential", options=ExponentialOptions)
+class ExponentialWarmup(Warmup):
+    """factor 1 - exp(-(t+1)/tau) (the exponential form of Ma & Yarats 2021); 'in warm-up' below 0.99."""
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        return scheduled * (1 - math.exp(-(step + 1) / self.options.tau))
+
+    def in_warmup(self, step: int) -> bool:
+        return (step + 1) / self.options.tau < math.log(100)
+
+
+class HeOptions(WarmupOptions):
+    lr: float = Field(0.01, gt=0, description="the warm-up learning rate")
+    error: float = Field(0.8, gt=0, lt=1, description="switch once the training error falls below this")
+
+
+@WARMUPS.register("he_classic", options=HeOptions)
+class HeClassicWarmup(Warmup):
+    """He et al. 2016 (ResNet-110 on CIFAR): 0.01 until the training error is below 80%, then the
+    target. The error is that of the step's mini-batch; the switch is for good."""
+
+    needs_batch_acc = True
+
+    def __init__(self, options: HeOptions, total_steps: int, optimizer: Any = None) -> None:
+        super().__init__(options, total_steps, optimizer)
+        self.done_at: int | None = None
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        if self.done_at is None and ctx is not None and 1 - ctx.batch_acc() < self.options.error:
+            self.done_at = step
+        return scheduled if self.done_at is not None else min(self.options.lr, scheduled)
+
+    def in_warmup(self, step: int) -> bool:
+        return self.done_at is None or step < self.done_at
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done_at": self.done_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done_at = state["done_at"]
+
+
+class UntunedAdamOptions(WarmupOptions):
+    beta2: Optional[float] = Field(None, gt=0, lt=1, description="default: the optimizer's beta2")
+
+
+@WARMUPS.register("untuned_adam", options=UntunedAdamOptions)
+class UntunedAdamWarmup(Warmup):
+    """Linear over 2/(1-beta2) steps (Ma & Yarats 2021, 'untuned' warm-up for Adam)."""
+
+    def __init__(self, options: UntunedAdamOptions, total_steps: int, optimizer: Any = None) -> None:
+        super().__init__(options, total_steps, optimizer)
+        beta2 = options.beta2 if options.beta2 is not None else (optimizer.betas[1] if optimizer else 0.999)
+        self.steps = max(1, math.ceil(2 / (1 - beta2)))
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        return scheduled * _linear(step, self.steps, 0.0)
+
+    def in_warmup(self, step: int) -> bool:
+        return step + 1 < self.steps
+
+
+class CriticalOptions(WarmupOptions):
+    source: Literal["gradient", "update"] = Field(
+        "gradient", description="c_hat from the gradient, or from the optimizer's update direction "
+                                "(momentum buffer / Adam step) that this step will apply")
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA factor on c_hat against mini-batch noise (0: off)")
+
+
+@WARMUPS.register("critical", options=CriticalOptions)
+class CriticalWarmup(Warmup):
+    """Hyper-parameter-free warm-up (science.md section 6): eta_t = min(eta_schedule(t), eta_crit,t),
+    eta_crit = 1/sqrt(c_hat_max c_hat_min), ending for good at the first step where eta_crit >= the
+    schedule. Reads two numbers to the host per step while it lasts, none afterwards."""
+
+    needs_stats = True
+
+    def __init__(self, options: CriticalOptions, total_steps: int, optimizer: Any = None) -> None:
+        super().__init__(options, total_steps, optimizer)
+        self.done_at: int | None = None
+        self.c_ema: torch.Tensor | None = None
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        if self.done_at is not None:
+            return scheduled
+        c = ctx.update_c_hat() if self.options.source == "update" else ctx.measure.c_hat
+        if self.options.ema > 0:
+            self.c_ema = c if self.c_ema is None else self.options.ema * self.c_ema + (1 - self.options.ema) * c
+            c = self.c_ema
+        c = c.clamp_min(1e-30)
+        eta_crit = torch.rsqrt(c.max() * c.min()).item()
+        if eta_crit >= scheduled:
+            self.done_at = step
+            return scheduled
+        return eta_crit
+
+    def in_warmup(self, step: int) -> bool:
+        return self.done_at is None or step < self.done_at
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done_at": self.done_at, "c_ema": self.c_ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done_at, self.c_ema = state["done_at"], state["c_ema"]
+
+
+@WARMUPS.register("constrained", options=WarmupOptions)
+class ConstrainedElr(Warmup):
+    """Uniform ELR across layers (science.md section 7): eta_l = E*/c_hat_l with E* the geometric
+    mean over layers of eta_schedule * c_hat_l. Applied as per-layer gradient factors
+    geomean(c_hat)/c_hat_l with the scheduled rate (LARS-style: before momentum, not on weight
+    decay); other parameters keep the scheduled rate. SGD and SGD with momentum only: Adam's
+    per-coordinate normalization would undo a gradient factor."""
+
+    needs_stats = True
+    optimizers = ("sgd", "sgdm")
+
+    def layer_scales(self, ctx: StepContext) -> torch.Tensor:
+        c = ctx.measure.c_hat.clamp_min(1e-30)
+        return torch.exp(torch.log(c).mean()) / c
+
+    def in_warmup(self, step: int) -> bool:
+        return True  # it controls every step
 
 
 def scheduled_lr(name: str, lr: float, step: int, total_steps: int, *, milestones=(0.5, 0.75),
