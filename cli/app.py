@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import show, status, submit, train, validate
+from . import show, status, submit, theory, train, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("show")(show.show)
 app.command("train")(train.train)
 app.command("submit")(submit.submit)
 app.command("status")(status.status)
+app.add_typer(theory.app, name="theory")
 
 
 def main() -> None:

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from elrbench.errors import USER_ERRORS
+from elrbench.errors import USER_ERRORS, TrialNotFound
 from elrbench.report import by_depth
+from elrbench.spec import StudySpec, TrialSpec
 
 console = Console()
 err_console = Console(stderr=True)
@@ -71,5 +72,15 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def is_tty() -> bool:
-    return sys.stdout.isatty()
+def pick_trial(spec: StudySpec, trial: Optional[str], source: Path | str = "SPEC") -> TrialSpec:
+    """A trial by id, unique id prefix or index (None: the first)."""
+    trials = spec.expand()
+    if trial is None:
+        return trials[0]
+    matches = [t for t in trials if t.trial_id == trial] or [t for t in trials if t.trial_id.startswith(trial)]
+    if not matches and trial.isdigit() and int(trial) < len(trials):
+        matches = [trials[int(trial)]]
+    if len(matches) != 1:
+        what = "matches no trial" if not matches else f"matches {len(matches)} trials"
+        raise TrialNotFound(f"--trial {trial!r} {what} of {spec.study_id}; list them with `elrbench show {source} --grid`")
+    return matches[0]

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import typer
 
-from elrbench.errors import TrialNotFound
 from elrbench.results import StudyStore
 from elrbench.spec import load_spec
 from elrbench.train import run_trial
 
-from .common import command, console
+from .common import command, console, pick_trial
 from .validate import OVERRIDES
 
 
@@ -22,14 +21,7 @@ def train(
 ) -> None:
     """Run one trial inline, printing every logged row (for debugging)."""
     s = load_spec(spec, overrides or [])
-    trials = s.expand()
-    matches = [t for t in trials if t.trial_id == trial] or [t for t in trials if t.trial_id.startswith(trial)]
-    if not matches and trial.isdigit() and int(trial) < len(trials):
-        matches = [trials[int(trial)]]
-    if len(matches) != 1:
-        what = "matches no trial" if not matches else f"matches {len(matches)} trials"
-        raise TrialNotFound(f"--trial {trial!r} {what} of {s.study_id}; list them with `elrbench show {spec} --grid`")
-    t = matches[0]
+    t = pick_trial(s, trial, spec)
     store = StudyStore.create(s)
     console.print(f"trial {t.trial_id} -> {store.trial_dir(t.trial_id)}")
 

@@ -17,15 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elrbench.errors import ElrbenchError
+from elrbench.errors import ElrbenchError, NoScaleInvariantTensors
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 TINY = 1e-30  # a layer with an exactly zero gradient has ELR 0: clamp so logs stay finite
-
-
-class NoScaleInvariantTensors(ElrbenchError):
-    pass
 
 
 def discover(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -208,11 +204,18 @@ class LayerDiagnostics:
 
 def log_row(step: int, m: Measure, elr: torch.Tensor, lrs: torch.Tensor | float,
             update: torch.Tensor | None) -> dict[str, Any]:
-    """One host copy of everything per layer at a log step (the only sync of the diagnostics)."""
+    """One host copy of everything per layer at a log step (the only sync of the diagnostics).
+
+    Derived columns (c_hat, base gradient, classic ELR) are computed on the host from the copy.
+    """
     lr_vec = lrs if isinstance(lrs, torch.Tensor) else torch.full_like(m.w, float(lrs))
     cols = [m.w, m.g, elr, lr_vec] + ([update] if update is not None else [])
     host = torch.stack([c.double() for c in cols]).cpu().tolist()
-    row = {"step": step, "w_norm": host[0], "g_norm": host[1], "elr": host[2], "lr": host[3]}
+    w, g, e, lr = host[:4]
+    row = {"step": step, "w_norm": w, "g_norm": g, "elr": e, "lr": lr,
+           "c_hat": [gi / max(wi, TINY) for wi, gi in zip(w, g)],
+           "base_grad": [gi * wi for wi, gi in zip(w, g)],
+           "classic_elr": [li / max(wi * wi, TINY) for wi, li in zip(w, lr)]}
     if update is not None:
         row["update_ratio"] = host[4]
     return row
@@ -223,7 +226,7 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
     elr = [max(e, TINY) for e in row["elr"]]
     lg = [math.log10(e) for e in elr]
     mean = sum(lg) / len(lg)
-    c_hat = [g / max(w, TINY) for w, g in zip(row["w_norm"], row["g_norm"])]
+    c_hat = row["c_hat"]
     out = {"elr_spread": max(lg) - min(lg), "elr_spread_std": (sum((v - mean) ** 2 for v in lg) / len(lg)) ** 0.5,
            "elr_min": min(elr), "elr_max": max(elr),
            "eta_crit": 1 / math.sqrt(max(max(c_hat), TINY) * max(min(c_hat), TINY)),

@@ -26,5 +26,14 @@ class TrialNotFound(ElrbenchError):
     pass
 
 
+class UsageError(ElrbenchError):
+    """A command-line option the command cannot use."""
+
+
+class NoScaleInvariantTensors(ElrbenchError):
+    """A model without a weight feeding a normalization layer has no ELRs to measure."""
+
+
 # Errors caused by what the user gave us (exit 2, nothing started).
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, StoreError, TrialNotFound, WorkloadError)
+USER_ERRORS: tuple[type[Exception], ...] = (SpecError, StoreError, TrialNotFound, UsageError, NoScaleInvariantTensors,
+                                             WorkloadError)

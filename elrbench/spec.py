@@ -162,7 +162,10 @@ class WarmupSpec(Frozen):
 
     @property
     def label(self) -> str:
-        return self.name
+        """The name, plus the options that differ from the warm-up's defaults: 'critical(source=update)'."""
+        defaults = WARMUPS.get(self.name).meta["options"]().model_dump(mode="json")
+        changed = [f"{k}={v}" for k, v in self.options.items() if defaults.get(k) != v]
+        return f"{self.name}({','.join(changed)})" if changed else self.name
 
 
 class ScheduleSpec(Frozen):

@@ -119,3 +119,20 @@ def test_smoke_study_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "6 trials" in r.stdout
     assert len(list(tmp_path.glob("*/trials/*/result.json"))) == 6
+
+
+def test_theory_commands(tmp_path, spec_file):
+    r = run("theory", "check", str(spec_file), "--depth", "3")
+    assert r.returncode == 0, r.stderr
+    assert "depth 3: 2 scale-invariant tensors, 0 failed" in r.stdout  # plain_cnn depth 3: 2 convolutions
+    r = run("theory", "check", str(spec_file), "workloads.0.norm=none")
+    assert r.returncode == 2 and "no weight followed directly by a normalization" in r.stderr
+    r = run("theory", "critical-lr", str(spec_file), "--trial", "1")
+    assert r.returncode == 0, r.stderr
+    assert "eta_crit = 1/sqrt(c_max c_min) =" in r.stdout and "gradient explosion" in r.stdout
+    png = tmp_path / "sim.png"
+    r = run("theory", "simulate", "--layers", "20", "--steps", "30", "--warmup", "critical", "--png", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run("theory", "simulate", "--optimizer", "lion")
+    assert r.returncode == 2 and "--optimizer" in r.stderr

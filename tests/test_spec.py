@@ -153,6 +153,16 @@ CATALOGUE = [
     ("duplicate-workload-names", lambda d: d["workloads"].append(dict(d["workloads"][0])), "workloads.1.name"),
     ("cifar-missing-dir", _mut("workloads.0", {"model": "plain_cnn", "dataset": "cifar10", "threshold": 0.5,
                                               "data": {"dir": "/nonexistent/cifar"}}), "workloads.0.data.dir"),
+    ("critical-without-norm", lambda d: (_mut("workloads.0.norm", "none")(d), _mut("grid.warmup", ["critical"])(d)),
+     "grid.warmup.0"),
+    ("constrained-with-adamw", lambda d: (_mut("grid.optimizer", ["adamw"])(d), _mut("grid.warmup", ["constrained"])(d)),
+     "grid.warmup.0"),
+    ("untuned-adam-with-sgd", _mut("grid.warmup", ["untuned_adam"]), "grid.warmup.0"),
+    ("critical-bad-source", _mut("grid.warmup", [{"name": "critical", "source": "weights"}]),
+     "grid.warmup.0.options.source"),
+    ("exponential-bad-tau", _mut("grid.warmup", [{"name": "exponential", "tau": -5}]), "grid.warmup.0.options.tau"),
+    ("diagnostics-off-for-critical", lambda d: (_mut("diagnostics", {"enabled": False})(d),
+                                                _mut("grid.warmup", ["critical"])(d)), "grid.warmup.0"),
     ("cifar-no-dir", _mut("workloads.0", {"model": "plain_cnn", "dataset": "cifar10", "threshold": 0.5}),
      "workloads.0.data.dir"),
 ]
@@ -217,7 +227,8 @@ def test_every_shipped_study_validates(path):
     s = load_spec(path)
     assert s.expand()
     assert path.read_text().startswith("#"), "a study spec opens with a header comment"
-    assert "elrbench submit" in path.read_text().split("\n\n")[0], "the header gives the exact command"
+    assert "elrbench " in path.read_text().split("\nname:")[0] and str(path.relative_to(ROOT)) in path.read_text(), \
+        "the header gives the exact command"
 
 
 def test_studies_exist():

@@ -31,14 +31,17 @@ def test_same_seed_same_losses(base_spec):
     assert [r.get("train_loss") for r in h3] != [r.get("train_loss") for r in h1]
 
 
-@pytest.mark.parametrize("dataset,opts,augment", [
-    ("digits", {}, False),
-    ("synthetic", {"shape": [3, 8, 8], "n_train": 256, "n_test": 64, "augment": True}, True),
+@pytest.mark.parametrize("dataset,opts,augment,warmup,lr", [
+    ("digits", {}, False, {"name": "linear", "steps": 12}, 0.1),
+    ("synthetic", {"shape": [3, 8, 8], "n_train": 256, "n_test": 64, "augment": True}, True,
+     {"name": "linear", "steps": 12}, 0.1),
+    ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0),
 ])
-def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, opts, augment):
+def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, opts, augment, warmup, lr):
     base_spec["workloads"][0].update(dataset=dataset, data=opts)
     base_spec["grid"]["optimizer"] = [{"name": "sgdm", "weight_decay": 5e-4}]
-    base_spec["grid"]["warmup"] = [{"name": "linear", "steps": 12}]
+    base_spec["grid"]["warmup"] = [warmup]
+    base_spec["grid"]["lr"] = [lr]
     base_spec["grid"]["schedule"] = ["cosine"]
     base_spec["budget"].update(steps=30, checkpoint_every=7, keep_checkpoints=2, eval_every=10)
     s, t = _trial(base_spec)
@@ -51,8 +54,10 @@ def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, o
     ckpts = sorted(p.name for p in (store.trial_dir(t.trial_id) / "checkpoints").glob("*.pt"))
     assert ckpts == ["step_000000007.pt", "step_000000014.pt"]  # only the last few are kept
     resumed = run_trial(t, store)
-    for key in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "steps_done", "warmup_steps"):
+    for key in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "steps_done", "warmup_steps",
+                "spread_mean", "spread_early_mean", "spread_max", "overshoot_steps", "grad_explosion_slope"):
         assert resumed[key] == whole[key], key
+    assert StudyStore(tmp_path / "a" / s.study_id).layers(t.trial_id) == store.layers(t.trial_id)
     a = StudyStore(tmp_path / "a" / s.study_id).history(t.trial_id)
     b = store.history(t.trial_id)
     strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]

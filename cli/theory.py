@@ -1,0 +1,208 @@
+"""`elrbench theory ...`: the weight-dynamics model and its checks against real networks."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from elrbench.diagnostics import grad_explosion_slope, self_check
+from elrbench.errors import UsageError
+from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
+from elrbench.spec import TrialSpec, load_spec
+from elrbench.theory import critical_controller, critical_lr, log10_spread, simulate, steps_to_spread
+from elrbench.workloads import create_model, load_dataset
+
+from .common import command, console, pick_trial
+from .validate import OVERRIDES
+
+app = typer.Typer(help="The weight-dynamics model: critical learning rate, simulation, self-checks.",
+                  no_args_is_help=True)
+TRIAL = typer.Option(None, "--trial", help="trial id, unique prefix or index (default: the first trial)")
+
+
+@app.command("critical-lr")
+@command
+def critical_lr_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+                    trial: Optional[str] = TRIAL) -> None:
+    """Per-layer c_hat and ELR of a trial's network at initialization on its first batch; spread and eta_crit."""
+    s = load_spec(spec, overrides or [])
+    t = pick_trial(s, trial, spec)
+    snap = init_snapshot(t)
+    elr = t.lr * snap.c_hat
+    table = Table(title=f"{t.trial_id} at initialization (batch of {len(snap.y)})", title_justify="left")
+    for col in ("#", "tensor", "||W||", "||g||", "c_hat", f"ELR at lr={t.lr:g}", "classic lr/||W||^2"):
+        table.add_column(col, justify="right" if col != "tensor" else "left", overflow="fold")
+    for i, (n, w, g, c, e) in enumerate(zip(snap.names, snap.w.tolist(), snap.g.tolist(), snap.c_hat.tolist(),
+                                            elr.tolist())):
+        table.add_row(str(i), n, f"{w:.4g}", f"{g:.4g}", f"{c:.4g}", f"{e:.4g}" + (" >1" if e > 1 else ""),
+                      f"{t.lr / (w * w):.4g}")
+    console.print(table)
+    eta = critical_lr(snap.c_hat)
+    console.print(f"ELR spread log10(max/min) = {float(log10_spread(snap.c_hat)):.3f}   "
+                  f"std of log10 ELR = {float(torch.log10(elr).std(unbiased=False)):.3f}")
+    console.print(f"eta_crit = 1/sqrt(c_max c_min) = {eta:.4g}   target lr = {t.lr:g}   "
+                  f"({'the critical warm-up would act: lr > eta_crit' if t.lr > eta else 'lr <= eta_crit: no warm-up needed by this rule'})")
+    console.print(f"gradient explosion: slope of log10 ||g|| over layer position = "
+                  f"{grad_explosion_slope(snap.g):+.4f} per layer")
+
+
+@app.command("check")
+@command
+def check_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+              depth: Optional[int] = typer.Option(None, help="depth to check (default: the smallest in the grid)"),
+              batch: int = typer.Option(16, help="examples in the check batch")) -> None:
+    """Scale-invariance self-check of every discovered tensor of each workload's network."""
+    s = load_spec(spec, overrides or [])
+    d = depth or min(s.grid.depth)
+    bad = 0
+    for w in s.workloads:
+        torch.manual_seed(0)
+        data = load_dataset(w.dataset, w.data)
+        model = create_model(w.model, d, in_shape=data.in_shape, num_classes=data.num_classes, width=w.width,
+                             norm=w.norm, init=w.init, options=w.model_options)
+        checks = self_check(model, data.x_train[:batch], data.y_train[:batch])
+        failed = [c for c in checks if not c.ok]
+        bad += len(failed)
+        worst_l = max(c.loss_change for c in checks)
+        worst_c = max(abs(c.cosine) for c in checks)
+        console.print(f"{w.name} depth {d}: {len(checks)} scale-invariant tensors, {len(failed)} failed; worst "
+                      f"|L(3W)-L(W)|/L = {worst_l:.1e}, worst |cos(g, W)| = {worst_c:.1e}")
+        for c in failed:
+            console.print(f"  FAILED {c.name}: loss change {c.loss_change:.2e}, cos {c.cosine:.2e}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("simulate")
+@command
+def simulate_cmd(
+    spec: Optional[Path] = typer.Option(None, help="take c_l and ||W_l|| from this spec's trial network at init"),
+    trial: Optional[str] = TRIAL,
+    layers: int = typer.Option(110, help="toy: number of layers"),
+    spread: float = typer.Option(8.6, help="toy: log10 spread of the base gradients c_l (geometric)"),
+    top: float = typer.Option(10.0, help="toy: log10 of the largest base gradient"),
+    lr: float = typer.Option(0.1, help="target learning rate"),
+    steps: int = typer.Option(200),
+    optimizer: str = typer.Option("sgd", help="sgd | sgdm | adam | adamw"),
+    momentum: float = typer.Option(0.9),
+    weight_decay: float = typer.Option(0.0),
+    warmup: str = typer.Option("none", help="none | critical"),
+    dim: int = typer.Option(32, help="reduced weight dimension per layer"),
+    png: Optional[Path] = typer.Option(None, help="write the ELR trajectories to this PNG"),
+) -> None:
+    """Predicted ELR trajectories from the random-walk model (a toy, or a real network's c_l at init)."""
+    if optimizer not in ("sgd", "sgdm", "adam", "adamw"):
+        raise UsageError(f"--optimizer {optimizer!r}: use sgd, sgdm, adam or adamw")
+    if warmup not in ("none", "critical"):
+        raise UsageError(f"--warmup {warmup!r}: the simulator knows none and critical")
+    if spec is not None:
+        t = pick_trial(load_spec(spec), trial, spec)
+        snap = init_snapshot(t)
+        c, w0, title = snap.w * snap.g, snap.w, f"{t.trial_id} (c_l measured at init)"
+    else:
+        c = torch.logspace(top, top - spread, layers, dtype=torch.float64)
+        w0, title = torch.ones(layers, dtype=torch.float64), f"toy: {layers} layers, c_l spread 10^{spread:g}"
+    schedule = critical_controller(lr) if warmup == "critical" else lr
+    tr = simulate(c, w0, schedule, steps, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, dim=dim)
+    table = Table(title=f"{title}; {optimizer}, lr {lr:g}, warm-up {warmup}", title_justify="left")
+    for col in ("step", "lr", "log10 spread", "min ELR", "max ELR"):
+        table.add_column(col, justify="right")
+    marks = sorted({0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, steps - 1} & set(range(steps)))
+    for i in marks:
+        table.add_row(str(i), f"{float(tr.lr[i]):.3g}", f"{float(tr.spread[i]):.3f}",
+                      f"{float(tr.elr[i].min()):.3g}", f"{float(tr.elr[i].max()):.3g}")
+    console.print(table)
+    if warmup == "none" and optimizer == "sgd":
+        try:
+            console.print(f"closed form: spread < 0.05 after {steps_to_spread(lr * c / w0**2, 0.05)} steps")
+        except ValueError:
+            pass
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        steps_axis = torch.arange(steps).numpy()
+        for j in range(tr.elr.shape[1]):
+            ax[0].plot(steps_axis + 1, tr.elr[:, j].numpy(), lw=0.6, color=plt.cm.viridis(j / max(tr.elr.shape[1] - 1, 1)))
+        ax[0].set(xscale="log", yscale="log", xlabel="step", ylabel="ELR (lr ||g||/||W||)", title="per-layer ELR")
+        ax[1].plot(steps_axis + 1, tr.spread.numpy())
+        ax[1].set(xscale="log", xlabel="step", ylabel="log10 max/min ELR", title="ELR spread")
+        fig.suptitle(f"{title}; {optimizer}, lr {lr:g}, warm-up {warmup}", fontsize=9)
+        fig.tight_layout()
+        png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=110)
+        console.print(f"wrote {png}")
+
+
+@app.command("scan")
+@command
+def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+             trial: Optional[str] = TRIAL,
+             points: int = typer.Option(61, help="learning rates on the log grid eta_crit * 10^[-3, 3]")) -> None:
+    """Predicted eta_crit against the empirical minimizer of the one-step spread (same snapshot and batch)."""
+    s = load_spec(spec, overrides or [])
+    t = pick_trial(s, trial, spec)
+    r = critical_lr_check(t, critical_lr_grid(t, points))
+    table = Table(title=f"{t.trial_id}: one SGD step from init, spread of c_hat after it", title_justify="left")
+    for col in ("lr", "lr / eta_crit", "measured log10 spread", "model log10 spread"):
+        table.add_column(col, justify="right")
+    for i in range(0, len(r["lrs"]), max(1, len(r["lrs"]) // 12)):
+        table.add_row(f"{r['lrs'][i]:.3g}", f"{r['lrs'][i] / r['eta_crit']:.3g}", f"{r['measured'][i]:.3f}",
+                      f"{r['predicted'][i]:.3f}")
+    console.print(table)
+    console.print(f"layers {r['layers']}, spread at init {r['spread_init']:.3f}; eta_crit {r['eta_crit']:.4g}; "
+                  f"empirical minimizer {r['empirical_argmin']:.4g} (ratio {r['ratio']:.3f}); "
+                  f"model minimizer {r['model_argmin']:.4g}; min spread measured {r['spread_min_measured']:.3f}, "
+                  f"model {r['spread_min_predicted']:.3f}")
+
+
+def critical_lr_grid(t: TrialSpec, points: int) -> torch.Tensor:
+    eta = critical_lr(init_snapshot(t).c_hat)
+    return eta * torch.logspace(-3, 3, points, dtype=torch.float64)
+
+
+@app.command("predict")
+@command
+def predict_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+                trial: Optional[str] = TRIAL) -> None:
+    """Run a trial and compare its measured ||W_l|| and ELRs with the model's prediction from init."""
+    s = load_spec(spec, overrides or [])
+    t = pick_trial(s, trial, spec)
+    r = predictivity(s, t)
+    table = Table(title=f"{t.trial_id}: predicted vs measured ({r['layers']} layers)", title_justify="left")
+    for col in ("step", "median |dW|/W", "median |log10 E err|", "spread meas.", "spread pred.",
+                "median |log10 c/c0|"):
+        table.add_column(col, justify="right")
+    for row in r["rows"]:
+        if row["step"] in (1, 2, 5) or row["step"] % max(1, r["steps"] // 10) == 0:
+            table.add_row(str(row["step"]), f"{row['w_rel_err_median']:.3f}", f"{row['elr_log10_err_median']:.3f}",
+                          f"{row['spread_measured']:.3f}", f"{row['spread_predicted']:.3f}",
+                          f"{row['c_drift_median']:.3f}")
+    console.print(table)
+    console.print("last column: drift of the measured base gradient c_l from its value at init (the model "
+                  "assumes 0)")
+
+
+@app.command("spreads")
+@command
+def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES) -> None:
+    """Run a study inline (reusing finished trials) and print each trial's ELR-spread summaries."""
+    s = load_spec(spec, overrides or [])
+    rows = spread_summary(s)
+    table = Table(title=f"{s.study_id}: ELR spread (log10 max/min)", title_justify="left")
+    for col in ("depth", "lr", "optimizer", "warm-up", f"mean first {s.diagnostics.early_steps}", "mean run",
+                "max", "overshoot steps", "warm-up steps", "test acc", "outcome"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"  # noqa: E731
+    for r in rows:
+        table.add_row(str(r["depth"]), f"{r['lr']:g}", r["optimizer"], r["warmup"], fmt(r["spread_early_mean"]),
+                      fmt(r["spread_mean"]), fmt(r["spread_max"]), str(r["overshoot_steps"]), str(r["warmup_steps"]),
+                      fmt(r["final_test_acc"]), r["outcome"])
+    console.print(table)
