@@ -117,10 +117,11 @@ def simulate_cmd(
                       f"{float(tr.elr[i].min()):.3g}", f"{float(tr.elr[i].max()):.3g}")
     console.print(table)
     if warmup == "none" and optimizer == "sgd":
-        try:
-            console.print(f"closed form: spread < 0.05 after {steps_to_spread(lr * c / w0**2, 0.05)} steps")
-        except ValueError:
-            pass
+        e0 = lr * c / w0**2
+        if float(e0.max()) < 1:
+            console.print(f"closed form: spread < 0.05 after {steps_to_spread(e0, 0.05)} steps")
+        else:  # the continuous form ignores the overshoot of a step with E > 1
+            console.print("closed form: not applicable while some layer has ELR > 1 (it would overshoot)")
     if png:
         import matplotlib
 
@@ -198,11 +199,12 @@ def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
     rows = spread_summary(s)
     table = Table(title=f"{s.study_id}: ELR spread (log10 max/min)", title_justify="left")
     for col in ("depth", "lr", "optimizer", "warm-up", f"mean first {s.diagnostics.early_steps}", "mean run",
-                "max", "overshoot steps", "warm-up steps", "test acc", "outcome"):
+                "max", "overshoot steps", "dead layers (max)", "warm-up steps", "test acc", "outcome"):
         table.add_column(col, justify="right")
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     for r in rows:
         table.add_row(str(r["depth"]), f"{r['lr']:g}", r["optimizer"], r["warmup"], fmt(r["spread_early_mean"]),
-                      fmt(r["spread_mean"]), fmt(r["spread_max"]), str(r["overshoot_steps"]), str(r["warmup_steps"]),
+                      fmt(r["spread_mean"]), fmt(r["spread_max"]), str(r["overshoot_steps"]), str(r["dead_layers_max"]),
+                      str(r["warmup_steps"]),
                       fmt(r["final_test_acc"]), r["outcome"])
     console.print(table)

@@ -21,7 +21,9 @@ from elrbench.errors import ElrbenchError, NoScaleInvariantTensors
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-TINY = 1e-30  # a layer with an exactly zero gradient has ELR 0: clamp so logs stay finite
+TINY = 1e-30  # guards divisions; never used to give a dead layer an ELR
+# A layer whose gradient is exactly zero (all its ReLUs dead) has ELR 0 and no place on a log scale:
+# spreads and eta_crit are taken over the live layers, and the dead ones are counted separately.
 
 
 def discover(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -94,10 +96,26 @@ def self_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, factor: float
     return out
 
 
-def spread_of(elr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log10(max/min) and std of log10 over layers (on the device)."""
-    lg = torch.log10(elr.clamp_min(TINY))
-    return lg.max() - lg.min(), lg.std(unbiased=False)
+def log_range(x: torch.Tensor) -> torch.Tensor:
+    """log10(max/min) over the positive entries (0 if fewer than two), on the device."""
+    live = x > 0
+    lg = torch.log10(torch.where(live, x, 1.0))
+    hi = torch.where(live, lg, -torch.inf).max()
+    lo = torch.where(live, lg, torch.inf).min()
+    return torch.where(live.sum() >= 2, hi - lo, 0.0)
+
+
+def critical_lr_live(c_hat: torch.Tensor) -> torch.Tensor:
+    """eta_crit = 1/sqrt(c_max c_min) over the live layers (science.md section 4), a device scalar."""
+    live = c_hat > 0
+    hi = torch.where(live, c_hat, 0.0).max()
+    lo = torch.where(live, c_hat, torch.inf).min()
+    return torch.rsqrt(hi * lo)
+
+
+def spread_of(elr: torch.Tensor) -> torch.Tensor:
+    """log10(max/min) ELR over the live layers (on the device)."""
+    return log_range(elr)
 
 
 def grad_explosion_slope(g_norms: torch.Tensor) -> float:
@@ -129,9 +147,8 @@ class Measure:
         return self.g * self.w
 
     def critical_lr(self) -> torch.Tensor:
-        """eta_crit = 1 / sqrt(c_hat_max c_hat_min) (science.md section 4), a device scalar."""
-        c = self.c_hat.clamp_min(TINY)
-        return torch.rsqrt(c.max() * c.min())
+        """eta_crit = 1 / sqrt(c_hat_max c_hat_min) over the live layers, a device scalar."""
+        return critical_lr_live(self.c_hat)
 
 
 class LayerDiagnostics:
@@ -146,7 +163,7 @@ class LayerDiagnostics:
         z = lambda: torch.zeros((), device=dev, dtype=torch.float64)  # noqa: E731
         # run-level sums, device scalars
         self.totals = {"spread_sum": z(), "spread_max": z(), "early_sum": z(), "overshoot_steps": z(), "steps": z(),
-                       "early_steps": z()}
+                       "early_steps": z(), "dead_max": z()}
         self.explosion_slope: float | None = None
         self._before: list[torch.Tensor] | None = None
 
@@ -161,11 +178,12 @@ class LayerDiagnostics:
     def record(self, m: Measure, lrs: torch.Tensor | float, step: int) -> torch.Tensor:
         """Fold one step into the run-level sums (device ops only); returns the per-layer ELRs."""
         elr = m.c_hat * lrs
-        spread, _ = spread_of(elr)
+        spread = spread_of(elr)
         t = self.totals
         t["spread_sum"] += spread
         t["spread_max"] = torch.maximum(t["spread_max"], spread)
         t["overshoot_steps"] += (elr > 1).any()
+        t["dead_max"] = torch.maximum(t["dead_max"], (m.g == 0).sum())
         t["steps"] += 1
         if step < self.early_steps:
             t["early_sum"] += spread
@@ -192,6 +210,7 @@ class LayerDiagnostics:
         n, k = max(t["steps"], 1), max(t["early_steps"], 1)
         return {"spread_mean": t["spread_sum"] / n, "spread_early_mean": t["early_sum"] / k,
                 "spread_max": t["spread_max"], "overshoot_steps": int(t["overshoot_steps"]),
+                "dead_layers_max": int(t["dead_max"]),
                 "grad_explosion_slope": self.explosion_slope}
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,16 +241,18 @@ def log_row(step: int, m: Measure, elr: torch.Tensor, lrs: torch.Tensor | float,
 
 
 def scalars(row: dict[str, Any]) -> dict[str, float]:
-    """Scalar summaries of a per-layer row, for the history."""
-    elr = [max(e, TINY) for e in row["elr"]]
-    lg = [math.log10(e) for e in elr]
+    """Scalar summaries of a per-layer row, for the history (over the live layers)."""
+    live = [(e, c) for e, c, g in zip(row["elr"], row["c_hat"], row["g_norm"]) if g > 0]
+    out: dict[str, Any] = {"dead_layers": len(row["elr"]) - len(live),
+                           "overshooting_layers": sum(e > 1 for e, _ in live)}
+    if len(live) < 2:
+        return out | {"elr_spread": 0.0, "elr_spread_std": 0.0}
+    lg = [math.log10(e) for e, _ in live]
     mean = sum(lg) / len(lg)
-    c_hat = row["c_hat"]
-    out = {"elr_spread": max(lg) - min(lg), "elr_spread_std": (sum((v - mean) ** 2 for v in lg) / len(lg)) ** 0.5,
-           "elr_min": min(elr), "elr_max": max(elr),
-           "eta_crit": 1 / math.sqrt(max(max(c_hat), TINY) * max(min(c_hat), TINY)),
-           "overshooting_layers": sum(e > 1 for e in elr)}
-    return out
+    c = [ci for _, ci in live]
+    return out | {"elr_spread": max(lg) - min(lg), "elr_spread_std": (sum((v - mean) ** 2 for v in lg) / len(lg)) ** 0.5,
+                  "elr_min": min(e for e, _ in live), "elr_max": max(e for e, _ in live),
+                  "eta_crit": 1 / math.sqrt(max(c) * min(c))}
 
 
 @torch.no_grad()

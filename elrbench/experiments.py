@@ -136,7 +136,7 @@ def spread_summary(spec: StudySpec) -> list[dict[str, Any]]:
     for t in spec.expand():
         r = store.result(t.trial_id) if store.finished(t.trial_id) else run_trial(t, store)
         rows.append({k: r[k] for k in ("trial_id", "depth", "lr", "optimizer", "warmup", "spread_early_mean",
-                                        "spread_mean", "spread_max", "overshoot_steps", "warmup_steps",
+                                        "spread_mean", "spread_max", "overshoot_steps", "dead_layers_max", "warmup_steps",
                                         "final_test_acc", "outcome")})
     return rows
 

@@ -251,7 +251,7 @@ def run_trial(
         "diverged_step": next((r["diverged_step"] for r in history if "diverged_step" in r), None),
         "steps_planned": p.total_steps, "steps_done": step, "warmup_steps": warm_steps,
         **(diag.summary() if diag else dict.fromkeys(("spread_mean", "spread_early_mean", "spread_max",
-                                                     "overshoot_steps", "grad_explosion_slope"))),
+                                                     "overshoot_steps", "dead_layers_max", "grad_explosion_slope"))),
         "train_s": round(train_s, 3), "wall_s": round(time.time() - started, 3),
         "step_ms": round(1000 * train_s / max(step, 1), 3),
         "device": str(device), "host": socket.gethostname(),

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from elrbench.diagnostics import critical_lr_live
 from elrbench.workloads.registry import Registry
 
 
@@ -189,8 +190,7 @@ class CriticalWarmup(Warmup):
         if self.options.ema > 0:
             self.c_ema = c if self.c_ema is None else self.options.ema * self.c_ema + (1 - self.options.ema) * c
             c = self.c_ema
-        c = c.clamp_min(1e-30)
-        eta_crit = torch.rsqrt(c.max() * c.min()).item()
+        eta_crit = critical_lr_live(c).item()
         if eta_crit >= scheduled:
             self.done_at = step
             return scheduled
@@ -218,8 +218,11 @@ class ConstrainedElr(Warmup):
     optimizers = ("sgd", "sgdm")
 
     def layer_scales(self, ctx: StepContext) -> torch.Tensor:
-        c = ctx.measure.c_hat.clamp_min(1e-30)
-        return torch.exp(torch.log(c).mean()) / c
+        c = ctx.measure.c_hat
+        live = c > 0  # a dead layer (zero gradient) keeps factor 1: there is nothing to scale
+        logs = torch.log(torch.where(live, c, 1.0))
+        geo = torch.exp((logs * live).sum() / live.sum().clamp_min(1))
+        return torch.where(live, geo / torch.where(live, c, 1.0), 1.0)
 
     def in_warmup(self, step: int) -> bool:
         return True  # it controls every step

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -99,6 +100,25 @@ def test_measure_is_batched_and_matches_per_tensor_norms():
     s = d.summary()
     assert s["spread_mean"] == pytest.approx(torch.log10(elr.max() / elr.min()).item(), rel=1e-5)
     assert s["grad_explosion_slope"] == pytest.approx(grad_explosion_slope(meas.g))
+
+
+def test_dead_layers_are_counted_not_clamped():
+    from elrbench.diagnostics import Measure, critical_lr_live, log_range, scalars
+
+    m = Measure(w=torch.tensor([1.0, 2.0, 1.0]), g=torch.tensor([4.0, 0.0, 0.01]))
+    assert log_range(0.1 * m.c_hat).item() == pytest.approx(math.log10(400))  # the dead layer is left out
+    assert critical_lr_live(m.c_hat).item() == pytest.approx(1 / math.sqrt(4.0 * 0.01))
+    row = {"elr": (0.1 * m.c_hat).tolist(), "c_hat": m.c_hat.tolist(), "g_norm": m.g.tolist()}
+    sc = scalars(row)
+    assert sc["dead_layers"] == 1 and sc["elr_spread"] == pytest.approx(math.log10(400))
+    assert scalars({"elr": [0.0, 0.0], "c_hat": [0.0, 0.0], "g_norm": [0.0, 0.0]})["elr_spread"] == 0.0
+    w = create_warmup("constrained", {}, 10)
+    from elrbench.warmup import StepContext
+
+    scales = w.layer_scales(StepContext(measure=m))
+    assert scales[1].item() == 1.0 and torch.isfinite(scales).all()
+    live = (m.c_hat * scales)[[0, 2]]
+    assert (live.max() / live.min()).item() == pytest.approx(1.0)
 
 
 def test_explosion_slope_sign():
