@@ -23,6 +23,17 @@ def base_spec(tmp_path) -> dict:
     return d
 
 
+def deep_noskip(spec: dict, steps: int = 10, **grid):
+    """A small deep no-skip ResNet (resnet_v1 20, no_short, width 8) on digits, every step logged."""
+    from elrbench.spec import validate_spec
+
+    d = copy.deepcopy(spec)
+    d["workloads"][0].update(model="resnet_v1", model_options={"skip": "no_short"}, width=8)
+    d["grid"].update(depth=[20], **grid)
+    d["budget"].update(steps=steps, log_every=1, batch_size=64)
+    return validate_spec(d)
+
+
 def write_cifar(folder: Path, name: str = "cifar10", n_train_per_file: int = 20, n_test: int = 20,
                 seed: int = 0) -> Path:
     """Write a small CIFAR folder in the official binary layout (records of label byte(s) + 3072 pixels)."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -11,10 +10,10 @@ from elrbench.diagnostics import (LayerDiagnostics, discover, grad_explosion_slo
                                   update_c_hat)
 from elrbench.errors import NoScaleInvariantTensors
 from elrbench.results import StudyStore
-from elrbench.spec import validate_spec
 from elrbench.train import run_trial
 from elrbench.warmup import create_warmup
 from elrbench.workloads import MODELS, create_model, load_dataset
+from tests.conftest import deep_noskip
 
 VARIANTS = {"resnet_v1": [{}, {"skip": "no_short"}, {"shortcut": "B"}], "plain_cnn": [{"downsample": 1}],
             "bn_mlp": [{}]}
@@ -149,11 +148,7 @@ def test_update_c_hat_predicts_the_step_the_optimizer_takes(opt_name, kwargs):
 
 # ---------------------------------------------------------------- the loop's per-layer records
 def _spec(base_spec, **grid):
-    base_spec = copy.deepcopy(base_spec)
-    base_spec["workloads"][0].update(model="resnet_v1", model_options={"skip": "no_short"}, width=8)
-    base_spec["grid"].update(depth=[20], **grid)
-    base_spec["budget"].update(steps=12, log_every=1, batch_size=64)
-    return validate_spec(base_spec)
+    return deep_noskip(base_spec, steps=12, **grid)
 
 
 def test_layer_rows_are_logged_and_consistent(base_spec):

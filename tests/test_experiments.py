@@ -2,21 +2,16 @@
 measurements, not claims: docs/science.md holds the full-size results."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 
 from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
-from elrbench.spec import validate_spec
+from tests.conftest import deep_noskip
 
 
 def _deep_noskip(base_spec, **grid):
-    d = copy.deepcopy(base_spec)
-    d["workloads"][0].update(model="resnet_v1", model_options={"skip": "no_short"}, width=8)
-    d["grid"].update(depth=[20], **grid)
-    d["budget"].update(steps=10, log_every=1, batch_size=64)
-    return validate_spec(d)
+    return deep_noskip(base_spec, steps=10, **grid)
 
 
 def test_snapshot_matches_the_trials_first_step(base_spec):
