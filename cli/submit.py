@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -18,15 +19,20 @@ from .validate import OVERRIDES
 def submit(
     spec: Path = typer.Argument(..., help="study spec"),
     overrides: list[str] = OVERRIDES,
-    executor: str = typer.Option("inline", help="where trials run: inline (sequential, this process)"),
+    executor: str = typer.Option("inline", help="where trials run: inline (one after another in this process) "
+                                                 "or ray (Ray Tune on an embedded local cluster, or --address)"),
+    address: Optional[str] = typer.Option(None, help="with --executor ray: an existing Ray cluster's address "
+                                                     "(default: start a local one on 127.0.0.1)"),
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
-    if executor != "inline":
-        fail(f"--executor {executor!r}: this version runs studies inline only (--executor inline)")
+    if executor not in ("inline", "ray"):
+        fail(f"--executor {executor!r}: use inline or ray")
+    if address and executor != "ray":
+        fail("--address goes with --executor ray")
     s = load_spec(spec, overrides or [])
     trials = s.expand()
     if any(t.resources.workers_per_trial > 1 for t in trials):
-        fail("resources.workers_per_trial: the inline executor runs one worker per trial; set it to 1")
+        fail("resources.workers_per_trial: trials run one worker each for now (DDP is not built yet); set it to 1")
     preflight(s)
     store = StudyStore.create(s)
     done = sum(store.finished(t.trial_id) for t in trials)
@@ -54,7 +60,16 @@ def submit(
                               + (f" test acc {acc:.3f}" if acc is not None else "")
                               + f" ({time.time() - started:.0f} s elapsed)", highlight=False, soft_wrap=True)
 
-        rows = run_inline(s, store, on_start=on_start, on_end=on_end, progress=on_step)
+        if executor == "ray":
+            from elrbench.study import run_on_ray
+
+            rows = run_on_ray(s, store, address=address,
+                              on_start=lambda tid: bar.update(trial_task, description=f"  {tid}", visible=True),
+                              on_step=lambda tid, step, total: bar.update(trial_task, description=f"  {tid}",
+                                                                          completed=step, total=total),
+                              on_end=on_end)
+        else:
+            rows = run_inline(s, store, on_start=on_start, on_end=on_end, progress=on_step)
         bar.update(trial_task, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")

@@ -136,3 +136,14 @@ def test_theory_commands(tmp_path, spec_file):
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("theory", "simulate", "--optimizer", "lion")
     assert r.returncode == 2 and "--optimizer" in r.stderr
+
+
+def test_submit_on_ray(spec_file):
+    r = run("submit", str(spec_file), "--executor", "ray")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 trials: trained" in r.stdout or "2 trials: untrained" in r.stdout or "2 trials: " in r.stdout
+    folder = Path(r.stdout.strip().splitlines()[-1].split("study folder:")[1].strip())
+    rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
+    assert len(rows) == 2 and all(row["outcome"] in ("trained", "untrained") for row in rows)
+    bad = run("submit", str(spec_file), "--executor", "dask")
+    assert bad.returncode == 2 and "--executor" in bad.stderr
