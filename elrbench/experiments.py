@@ -7,7 +7,6 @@ paper's claims hold.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,7 @@ def init_snapshot(trial: TrialSpec) -> Snapshot:
     torch.manual_seed(trial.seed)
     w = trial.workload
     data = load_dataset(w.dataset, w.data)
-    p = plan(trial, len(data.x_train))
+    plan(trial, len(data.x_train))  # the same checks as a run (batch size against the data)
     model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options)
     model.train()
@@ -59,7 +58,6 @@ def init_snapshot(trial: TrialSpec) -> Snapshot:
     x, y = data.x_train[idx], data.y_train[idx]
     g = _grads(model, params, x, y)
     wn = torch.stack([q.detach().norm() for q in params])
-    del p
     return Snapshot(model, [n for n, _ in found], params, x, y, wn, g)
 
 
@@ -139,7 +137,3 @@ def spread_summary(spec: StudySpec) -> list[dict[str, Any]]:
                                         "spread_mean", "spread_max", "overshoot_steps", "dead_layers_max", "warmup_steps",
                                         "final_test_acc", "outcome")})
     return rows
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x)

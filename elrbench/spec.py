@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from elrbench.errors import SpecError
-from elrbench.warmup import WARMUPS, warmup_options
+from elrbench.warmup import WARMUPS
 from elrbench.workloads import DATASETS, MODELS, WorkloadError, check_data, check_depth, data_options
 from elrbench.workloads.models import Init, Norm
 

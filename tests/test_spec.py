@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -59,7 +58,7 @@ def test_formats_load_the_same(base_spec, tmp_path, suffix):
     elif suffix == ".json":
         path.write_text(json.dumps(base_spec))
     else:
-        lines = [f'name = "t"', f'output_dir = "{base_spec["output_dir"]}"',
+        lines = ['name = "t"', f'output_dir = "{base_spec["output_dir"]}"',
                  "[[workloads]]", 'model = "plain_cnn"', 'dataset = "digits"', "threshold = 0.9",
                  "[grid]", "depth = [3]", "lr = [0.1]",
                  "[budget]", "steps = 20", "batch_size = 64", "log_every = 5"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-import torch
 
 from elrbench.results import StudyStore
 from elrbench.spec import validate_spec
