@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -37,9 +38,11 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
     """Start an embedded local Ray cluster on 127.0.0.1 (address None) or connect to one; yields
     the cluster's resources and shuts down what it started."""
 
+    made = None
     if address is None:
         # Unix socket paths under the temp dir must stay short (about 100 bytes), hence /tmp.
-        temp_dir = temp_dir or tempfile.mkdtemp(prefix="elrbench-ray-")
+        made = None if temp_dir else tempfile.mkdtemp(prefix="elrbench-ray-")
+        temp_dir = temp_dir or made
         # _node_ip_address: without it Ray advertises the machine's outward address (seen here).
         ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, _temp_dir=temp_dir,
                  _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
@@ -49,6 +52,8 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
+        if made:  # Ray's session logs; each trial's own error and results live in the study folder
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def _trainable(config: dict[str, Any]) -> None:
