@@ -12,7 +12,7 @@ from rich.table import Table
 from elrbench.diagnostics import grad_explosion_slope, self_check
 from elrbench.errors import UsageError
 from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
-from elrbench.spec import TrialSpec, load_spec
+from elrbench.spec import load_spec
 from elrbench.theory import critical_controller, critical_lr, log10_spread, simulate, steps_to_spread
 from elrbench.workloads import create_model, load_dataset
 
@@ -150,7 +150,7 @@ def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: lis
     """Predicted eta_crit against the empirical minimizer of the one-step spread (same snapshot and batch)."""
     s = load_spec(spec, overrides or [])
     t = pick_trial(s, trial, spec)
-    r = critical_lr_check(t, critical_lr_grid(t, points))
+    r = critical_lr_check(t, points=points)
     table = Table(title=f"{t.trial_id}: one SGD step from init, spread of c_hat after it", title_justify="left")
     for col in ("lr", "lr / eta_crit", "measured log10 spread", "model log10 spread"):
         table.add_column(col, justify="right")
@@ -162,11 +162,6 @@ def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: lis
                   f"empirical minimizer {r['empirical_argmin']:.4g} (ratio {r['ratio']:.3f}); "
                   f"model minimizer {r['model_argmin']:.4g}; min spread measured {r['spread_min_measured']:.3f}, "
                   f"model {r['spread_min_predicted']:.3f}")
-
-
-def critical_lr_grid(t: TrialSpec, points: int) -> torch.Tensor:
-    eta = critical_lr(init_snapshot(t).c_hat)
-    return eta * torch.logspace(-3, 3, points, dtype=torch.float64)
 
 
 @app.command("predict")

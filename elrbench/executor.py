@@ -19,6 +19,12 @@ from elrbench.workloads import load_dataset
 TrialStart = Callable[[TrialSpec, int], None]
 
 
+def failed_row(t: TrialSpec, error: str, **extra: Any) -> dict[str, Any]:
+    """The result row of a trial that could not run (an infrastructure failure, not an outcome of training)."""
+    return {"trial_id": t.trial_id, "index": t.index, **t.point(), "outcome": "failed",
+            "threshold": t.workload.threshold, "host": socket.gethostname(), "error": error, **extra}
+
+
 def preflight(spec: StudySpec) -> None:
     """Load each workload's data once and check the budget fits it, before anything starts."""
     first = {t.workload.name: t for t in spec.expand()}
@@ -40,9 +46,7 @@ def run_inline(spec: StudySpec, store: StudyStore, *, on_start: TrialStart | Non
         except USER_ERRORS:
             raise
         except Exception as e:  # noqa: BLE001 - an infrastructure failure is recorded, the study goes on
-            row = {"trial_id": t.trial_id, "index": t.index, **t.point(), "outcome": "failed",
-                   "threshold": t.workload.threshold, "host": socket.gethostname(),
-                   "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+            row = failed_row(t, f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
             store.write_result(row)
         rows.append(row)
         if on_end:

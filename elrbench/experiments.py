@@ -61,7 +61,7 @@ def init_snapshot(trial: TrialSpec) -> Snapshot:
     return Snapshot(model, [n for n, _ in found], params, x, y, wn, g)
 
 
-def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None) -> dict[str, Any]:
+def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points: int = 61) -> dict[str, Any]:
     """Predicted eta_crit from one snapshot against the empirical minimizer of the one-step spread.
 
     For each learning rate on a log grid: one plain SGD step on the scale-invariant tensors from the
@@ -71,7 +71,7 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None) -> dict
     snap = init_snapshot(trial)
     eta_crit = critical_lr(snap.c_hat)
     if lrs is None:
-        lrs = eta_crit * torch.logspace(-3, 3, 61, dtype=torch.float64)
+        lrs = eta_crit * torch.logspace(-3, 3, points, dtype=torch.float64)
     start = copy.deepcopy(snap.model.state_dict())
     measured = []
     for eta in lrs.tolist():

@@ -13,12 +13,12 @@ import contextlib
 import math
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from elrbench.errors import UsageError
+from elrbench.executor import failed_row
 from elrbench.results import StudyStore
 from elrbench.spec import StudySpec, TrialSpec
 
@@ -144,8 +144,7 @@ class _Progress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         t = self.by_id[trial.config["trial"]["trial_id"]]
-        row = {"trial_id": t.trial_id, "index": t.index, **t.point(), "outcome": "failed",
-               "threshold": t.workload.threshold, "host": socket.gethostname(), "error": _error_text(trial)}
+        row = failed_row(t, _error_text(trial))
         self.store.write_result(row)
         if self.on_end:
             self.on_end(row)

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from elrbench.diagnostics import LayerDiagnostics, discover, log_row, scalars, update_c_hat
+from elrbench.diagnostics import LayerDiagnostics, log_row, scalars, update_c_hat
+from elrbench.errors import NoScaleInvariantTensors
 from elrbench.results import StudyStore
 from elrbench.spec import OptimizerSpec, TrialSpec
 from elrbench.warmup import StepContext, create_warmup, scheduled_lr
@@ -121,8 +122,12 @@ def run_trial(
     opt = make_optimizer(trial.optimizer, params, trial.lr)
     warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
     sched = trial.schedule
-    diag = LayerDiagnostics(model, trial.diagnostics.early_steps) \
-        if trial.diagnostics.enabled and discover(model) else None
+    diag = None
+    if trial.diagnostics.enabled:
+        try:
+            diag = LayerDiagnostics(model, trial.diagnostics.early_steps)
+        except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
+            pass
     layer_rows: list[dict[str, Any]] = []
 
     # Accumulated on the device between log rows; read on the host only at the log period.
