@@ -24,6 +24,7 @@ app.command("validate")(validate.validate)
 app.command("show")(show.show)
 app.command("train")(train.train)
 app.command("submit")(submit.submit)
+app.command("resume")(submit.resume)
 app.command("status")(status.status)
 app.add_typer(theory.app, name="theory")
 

@@ -15,45 +15,87 @@ from .common import command, console, fail, outcome_counts, print_by_depth
 from .validate import OVERRIDES
 
 
+EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
+                                    "or the cluster at --address) or inline (one after another in this process)")
+ADDRESS = typer.Option(None, help="an existing Ray cluster's address, e.g. ray://head:10001 or 127.0.0.1:6379 "
+                                  "(default: start a local one on 127.0.0.1)")
+
+
 @command
 def submit(
     spec: Path = typer.Argument(..., help="study spec"),
     overrides: list[str] = OVERRIDES,
-    executor: str = typer.Option("inline", help="where trials run: inline (one after another in this process) "
-                                                 "or ray (Ray Tune on an embedded local cluster, or --address)"),
-    address: Optional[str] = typer.Option(None, help="with --executor ray: an existing Ray cluster's address "
-                                                     "(default: start a local one on 127.0.0.1)"),
+    executor: str = EXECUTOR,
+    address: Optional[str] = ADDRESS,
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
+    _check_executor(executor, address)
+    s = load_spec(spec, overrides or [])
+    _check_workers(s, executor)
+    preflight(s)
+    run_study(s, StudyStore.create(s), executor, address)
+
+
+@command
+def resume(
+    study_dir: Path = typer.Argument(..., help="study folder printed by `elrbench submit`"),
+    executor: str = EXECUTOR,
+    address: Optional[str] = ADDRESS,
+) -> None:
+    """Finish a study whose driver died: reruns nothing that finished; unfinished trials continue
+    from their last checkpoint."""
+    _check_executor(executor, address)
+    store = StudyStore.open(study_dir)
+    s = store.spec()
+    if store.meta().get("spec_hash") != s.spec_hash():
+        fail(f"{store.root / 'spec.yaml'}: does not match study.json (edited?); restore it or submit a new study")
+    _check_workers(s, executor)
+    preflight(s)
+    run_study(s, store, executor, address)
+
+
+def _check_executor(executor: str, address: Optional[str]) -> None:
     if executor not in ("inline", "ray"):
-        fail(f"--executor {executor!r}: use inline or ray")
+        fail(f"--executor {executor!r}: use ray or inline")
     if address and executor != "ray":
         fail("--address goes with --executor ray")
-    s = load_spec(spec, overrides or [])
+
+
+def _check_workers(s, executor: str) -> None:
+    if executor == "inline" and s.resources.workers_per_trial > 1:
+        fail("resources.workers_per_trial: DDP trials need --executor ray; set it to 1 to run inline")
+
+
+def run_study(s, store: StudyStore, executor: str, address: Optional[str]) -> None:
+    """Run the unfinished trials with live progress, then print trainability by depth."""
     trials = s.expand()
-    if any(t.resources.workers_per_trial > 1 for t in trials):
-        fail("resources.workers_per_trial: trials run one worker each for now (DDP is not built yet); set it to 1")
-    preflight(s)
-    store = StudyStore.create(s)
     done = sum(store.finished(t.trial_id) for t in trials)
-    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) -> {store.root}",
-                  soft_wrap=True)
+    where = {"inline": "inline", "ray": f"Ray at {address}" if address else "an embedded Ray cluster on 127.0.0.1"}
+    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) on {where[executor]} "
+                  f"-> {store.root}", soft_wrap=True, highlight=False)
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
         study_task = bar.add_task("trials", total=len(trials), completed=done)
         trial_task = bar.add_task("steps", total=1, visible=False)
         results: list[dict] = []
+        running: set[str] = set()
 
-        def on_start(t, _):
-            bar.update(trial_task, description=f"  {t.trial_id}", completed=0, total=None, visible=True)
+        def describe() -> str:
+            return f"trials ({outcome_counts(results) or 'none finished'}; {len(running)} running)"
 
-        def on_step(step, total, row):
-            bar.update(trial_task, completed=step, total=total)
+        def on_start(tid: str) -> None:
+            running.add(tid)
+            bar.update(study_task, description=describe())
+            bar.update(trial_task, description=f"  {tid}", completed=0, total=None, visible=True)
 
-        def on_end(row):
+        def on_step(tid: str | None, step: int, total: int) -> None:
+            bar.update(trial_task, completed=step, total=total, **({"description": f"  {tid}"} if tid else {}))
+
+        def on_end(row: dict) -> None:
+            running.discard(row["trial_id"])
             results.append(row)
-            bar.update(study_task, advance=1, description=f"trials ({outcome_counts(results)})")
+            bar.update(study_task, advance=1, description=describe())
             if not console.is_terminal:  # no live bar in logs and CI: one line per finished trial
                 acc = row.get("final_test_acc")
                 console.print(f"[{len(results) + done}/{len(trials)}] {row['trial_id']}: {row['outcome']}"
@@ -63,17 +105,14 @@ def submit(
         if executor == "ray":
             from elrbench.study import run_on_ray
 
-            rows = run_on_ray(s, store, address=address,
-                              on_start=lambda tid: bar.update(trial_task, description=f"  {tid}", visible=True),
-                              on_step=lambda tid, step, total: bar.update(trial_task, description=f"  {tid}",
-                                                                          completed=step, total=total),
-                              on_end=on_end)
+            rows = run_on_ray(s, store, address=address, on_start=on_start, on_step=on_step, on_end=on_end)
         else:
-            rows = run_inline(s, store, on_start=on_start, on_end=on_end, progress=on_step)
+            rows = run_inline(s, store, on_start=lambda t, _: on_start(t.trial_id), on_end=on_end,
+                              progress=lambda step, total, row: on_step(None, step, total))
         bar.update(trial_task, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
-    console.print(f"study folder: {store.root}", soft_wrap=True)
+    console.print(f"study folder: {store.root}", soft_wrap=True, highlight=False)
     if any(r["outcome"] == "failed" for r in rows):
         console.print("some trials failed; see error in their rows (elrbench status) and rerun submit to retry them")
         raise typer.Exit(1)

@@ -7,6 +7,7 @@
     <study>/trials/<id>/history.jsonl  per-step rows (log and eval periods)
     <study>/trials/<id>/layers.jsonl   layer names, then per-layer rows at each log period
     <study>/trials/<id>/checkpoints/   last few checkpoints while the trial runs
+    <study>/trials/<id>/worker-<rank>.json  host and pid of the process that last ran each rank
 
 Every file is written whole to a temporary name and renamed into place, so a crash never leaves a
 torn file, and a trial's row is keyed by its id, so rerunning a finished trial cannot duplicate it.
@@ -17,7 +18,9 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -99,6 +102,14 @@ class StudyStore:
     # ------------------------------------------------------------ trials
     def trial_dir(self, trial_id: str) -> Path:
         return self.root / "trials" / trial_id
+
+    def write_worker(self, trial_id: str, rank: int, **where: Any) -> None:
+        """Record which process runs a trial's rank now (for `elrbench status` and for operators)."""
+        atomic_write(self.trial_dir(trial_id) / f"worker-{rank}.json", json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}))
+
+    def workers(self, trial_id: str) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.trial_dir(trial_id).glob("worker-*.json"))]
 
     def write_result(self, row: dict[str, Any]) -> None:
         atomic_write(self.trial_dir(row["trial_id"]) / "result.json", json.dumps(row, indent=2))

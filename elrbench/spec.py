@@ -259,6 +259,8 @@ class ResourcesSpec(Frozen):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0, description="fractions below 1 let small trials share a GPU")
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0, description="retries of a trial after an infrastructure failure "
+                                                   "(a lost worker or node); a diverged trial is never retried")
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -327,17 +329,26 @@ class StudySpec(Frozen):
                              if o.name != "adamw"]
             if cls.needs_stats and not self.diagnostics.enabled:
                 problems.append((f"grid.warmup.{i}", f"warm-up '{warm.name}' needs diagnostics.enabled: true"))
+        n = self.resources.workers_per_trial
+        if self.budget.batch_size % n:
+            problems.append(("budget.batch_size", f"{self.budget.batch_size} does not split evenly over "
+                             f"resources.workers_per_trial = {n}"))
         if problems:
             raise _problems(problems)
         return self
 
     # ------------------------------------------------------------ identity and expansion
+    def _ddp_identity(self) -> dict[str, int]:
+        # DDP changes the numbers (BatchNorm sees each worker's share of the batch): part of the identity.
+        n = self.resources.workers_per_trial
+        return {"workers_per_trial": n} if n > 1 else {}
+
     def spec_hash(self) -> str:
         """Hash of what defines the results (not where they go, how they are tracked or scheduled)."""
         ident = {"schema_version": self.schema_version, "name": self.name,
                  "workloads": [w.identity() for w in self.workloads],
                  "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
-                 "diagnostics": self.diagnostics.model_dump(mode="json")}
+                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
         return _digest(ident)[:12]
 
     @property
@@ -358,7 +369,7 @@ class StudySpec(Frozen):
                      "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
                      "schedule": sched.model_dump(mode="json"), "seed": seed,
                      "budget": self.budget.model_dump(mode="json"),
-                     "diagnostics": self.diagnostics.model_dump(mode="json")}
+                     "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
             trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
             trials.append(TrialSpec(
                 study_id=self.study_id, trial_id=trial_id, index=len(trials), workload=w, depth=depth,

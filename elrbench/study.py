@@ -1,11 +1,16 @@
 """Run a study on Ray Tune: the only module that imports ray.
 
-This is the first step of the Ray executor: one-worker trials run the training loop directly inside
-a Tune function trainable, on an embedded local Ray cluster kept on 127.0.0.1 (or an existing
-cluster by address). Each trial writes its own rows to the study folder, exactly as the inline
-executor does, so finished trials are skipped on a rerun and nothing is written twice. Not yet
-here: multi-worker DDP trials through Ray Train, detached jobs, resume of a dead driver through
-Tune's own state, and the cluster recipes.
+One Tune trial per grid point. A one-worker trial runs the training loop directly inside the Tune
+function trainable; a trial with several workers builds a Ray Train TorchTrainer (DDP, gloo on CPU,
+nccl on GPU) from inside its trainable, as Train V2 requires, and its rank 0's rows reach Tune
+through TuneReportCallback. The cluster is an embedded one kept on 127.0.0.1, or an existing one by
+address.
+
+Fault tolerance rests on the study folder, not on Tune's experiment state: each trial writes its own
+rows and checkpoints there, so a retried trial (a lost worker or node) continues from its last
+checkpoint, and a study whose driver died is finished by running it again (`elrbench resume`):
+finished trials are skipped, so nothing runs or is written twice. Multi-node clusters therefore need
+the output_dir on storage every node sees.
 """
 from __future__ import annotations
 
@@ -38,6 +43,9 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
     """Start an embedded local Ray cluster on 127.0.0.1 (address None) or connect to one; yields
     the cluster's resources and shuts down what it started."""
 
+    if ray.is_initialized():  # already connected (a test session's cluster, or a caller's): use it as it is
+        yield ray.cluster_resources()
+        return
     made = None
     if address is None:
         # Unix socket paths under the temp dir must stay short (about 100 bytes), hence /tmp.
@@ -56,39 +64,90 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
             shutil.rmtree(made, ignore_errors=True)
 
 
-def _trainable(config: dict[str, Any]) -> None:
-    """One trial inside Tune: the training loop itself, reporting each logged row to Tune."""
+def _run_reporting(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
+                   ddp_rank: int | None = None) -> None:
+    """The training loop of one trial (or one DDP rank), each logged row sent through `report`."""
     from elrbench.train import run_trial
 
     trial = TrialSpec.model_validate(config["trial"])
     store = StudyStore(Path(config["study_dir"]))
+    where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
+    if ddp_rank is not None:  # the worker group's placement group, removed by the driver at the end
+        pg = ray.util.get_current_placement_group()
+        where["placement_group"] = pg.id.hex() if pg else None
+    store.write_worker(trial.trial_id, ddp_rank or 0, **where)
 
-    def report(step: int, total: int, row: dict[str, Any]) -> None:
-        tune.report({"step": step, "total_steps": total,
-                     **{k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}})
+    def progress(step: int, total: int, row: dict[str, Any]) -> None:
+        report({"step": step, "total_steps": total,
+                **{k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}})
 
-    row = run_trial(trial, store, progress=report)
-    tune.report({"done": 1, "outcome": row["outcome"], "step": row["steps_done"],
-                 "final_test_acc": row["final_test_acc"] if row["final_test_acc"] is not None else float("nan")})
+    row = run_trial(trial, store, progress=progress)
+    report({"done": 1, "outcome": row["outcome"], "step": row["steps_done"],
+            "final_test_acc": row["final_test_acc"] if row["final_test_acc"] is not None else float("nan")})
+
+
+def _ddp_worker(config: dict[str, Any]) -> None:
+    """One rank of a DDP trial, on a Ray Train worker (torch.distributed is set up by TorchTrainer).
+    Every rank reports the same number of times, as Ray Train requires; Tune sees rank 0's rows."""
+    import ray.train
+
+    _run_reporting(config, ray.train.report, ddp_rank=ray.train.get_context().get_world_rank())
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One trial inside Tune: the loop itself (one worker) or a TorchTrainer that runs it on each rank."""
+    trial = TrialSpec.model_validate(config["trial"])
+    r = trial.resources
+    if r.workers_per_trial == 1:
+        _run_reporting(config, tune.report)
+        return
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = r.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        _ddp_worker, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers_per_trial, use_gpu=use_gpu,
+            resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=trial.trial_id, storage_path=str(Path(config["study_dir"]) / "train"),
+            callbacks=[TuneReportCallback()],
+            # a lost worker restarts the whole group, which continues from the trial's own checkpoint
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures)),
+    )
+    trainer.fit()
+
+
+def _remove_worker_groups(store: StudyStore, trial_id: str) -> None:
+    """Ray 2.60's TorchTrainer, run from a Tune trainable, often leaves its workers' placement group
+    behind after fit (ray-project/ray#54305), holding their CPUs for the rest of the study. The
+    driver removes it when the trial ends (from the trainable itself it raced and sometimes failed)."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    for h in {w.get("placement_group") for w in store.workers(trial_id)} - {None}:
+        with contextlib.suppress(Exception):  # already gone
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(h))))
 
 
 def plan_concurrency(spec: StudySpec, cluster: dict[str, float]) -> int:
     """How many trials can run at once on this cluster; UsageError if a trial can never fit."""
     r = spec.resources
-    if r.workers_per_trial > 1:
-        raise UsageError("resources.workers_per_trial: the Ray executor runs one worker per trial for now; set it to 1")
+    n = r.workers_per_trial
+    need_cpu, need_gpu = n * r.cpus_per_worker, n * r.gpus_per_worker
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if r.cpus_per_worker > cpus or r.gpus_per_worker > gpus:
-        raise UsageError(f"resources: a trial needs {r.cpus_per_worker:g} CPU and {r.gpus_per_worker:g} GPU, the "
+    if need_cpu > cpus or need_gpu > gpus:
+        raise UsageError(f"resources: a trial needs {need_cpu:g} CPU and {need_gpu:g} GPU ({n} worker(s)), the "
                          f"cluster has {cpus:g} CPU and {gpus:g} GPU in all; it would wait forever")
-    fit = math.floor(cpus / r.cpus_per_worker)
-    if r.gpus_per_worker > 0:
-        fit = min(fit, math.floor(gpus / r.gpus_per_worker))
+    fit = math.floor(cpus / need_cpu + 1e-9)
+    if need_gpu > 0:
+        fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
     return min(fit, r.max_concurrent_trials or fit)
 
 
 def run_on_ray(spec: StudySpec, store: StudyStore, *, address: str | None = None, num_cpus: int | None = None,
-               max_failures: int = 1, on_start: Callable[[str], None] | None = None,
+               on_start: Callable[[str], None] | None = None,
                on_step: Callable[[str, int, int], None] | None = None,
                on_end: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run every unfinished trial of the study on Ray Tune; returns all rows in grid order."""
@@ -103,16 +162,19 @@ def run_on_ray(spec: StudySpec, store: StudyStore, *, address: str | None = None
         concurrent = plan_concurrency(spec, cluster)
         if pending:
             r = spec.resources
-            resources = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}
+            if r.workers_per_trial == 1:
+                resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
+            else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
+                resources, retries = {"cpu": 0, "memory": 1e6}, 0
             tuner = tune.Tuner(
                 tune.with_resources(_trainable, resources),
                 param_space={"trial": tune.grid_search([t.model_dump(mode="json") for t in pending]),
                              "study_dir": str(store.root)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True,
+                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
                                             trial_dirname_creator=lambda tr: tr.config["trial"]["trial_id"]),
                 run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
                                           callbacks=[progress],
-                                          failure_config=tune.FailureConfig(max_failures=max_failures)),
+                                          failure_config=tune.FailureConfig(max_failures=retries)),
             )
             tuner.fit()
     return [store.result(t.trial_id) for t in trials if store.result(t.trial_id) is not None]
@@ -138,11 +200,13 @@ class _Progress(tune.Callback):
             self.on_step(trial.config["trial"]["trial_id"], int(result["step"]), int(result["total_steps"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        _remove_worker_groups(self.store, trial.config["trial"]["trial_id"])
         row = self.store.result(trial.config["trial"]["trial_id"])
         if self.on_end and row:
             self.on_end(row)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        _remove_worker_groups(self.store, trial.config["trial"]["trial_id"])
         t = self.by_id[trial.config["trial"]["trial_id"]]
         row = failed_row(t, _error_text(trial))
         self.store.write_result(row)

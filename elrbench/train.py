@@ -1,9 +1,15 @@
-"""The one training loop: one trial, single process (a DDP rank in later work), top to bottom.
+"""The one training loop: one trial, single process or one DDP rank, top to bottom.
 
 Determinism: the data order of epoch e comes from a generator seeded by (seed, e) and the
 augmentation of step t from one seeded by (seed, t), so a restart from a checkpoint (model,
 optimizer, warm-up state, accumulators, RNG state) replays the same steps bit for bit on CPU.
 Host syncs happen only at the log and eval periods; divergence is tracked on the device meanwhile.
+
+Under DDP (torch.distributed initialised by the caller, e.g. Ray Train) every rank draws the same
+global batch, augments it identically and trains on its contiguous share; DDP averages the
+gradients, so per-layer statistics and learning rates agree on every rank. Collectives happen only
+at the log period (one all-reduce of the accumulators) and the eval period (rank 0 evaluates and
+broadcasts). Rank 0 alone writes to the results store; every rank reads the same checkpoint.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from elrbench.diagnostics import LayerDiagnostics, log_row, scalars, update_c_hat
@@ -80,6 +87,12 @@ def _device(trial: TrialSpec) -> torch.device:
     return torch.device("cpu")
 
 
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(ckpt_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
@@ -107,6 +120,7 @@ def run_trial(
     stop_at_step stops early without a result, as if the process died there (tests, debugging).
     """
     started = time.time()
+    rank, world = _world()
     device = _device(trial)
     torch.set_num_threads(max(1, int(trial.resources.cpus_per_worker)))
     torch.manual_seed(trial.seed)
@@ -119,6 +133,10 @@ def run_trial(
     model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
     params = [q for q in model.parameters() if q.requires_grad]
+    # The forward of training goes through DDP (which averages gradients); diagnostics, evaluation
+    # and checkpoints use the plain module.
+    fwd = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    local_b = b.batch_size // world
     opt = make_optimizer(trial.optimizer, params, trial.lr)
     warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
     sched = trial.schedule
@@ -137,7 +155,8 @@ def run_trial(
     step, warm_steps, train_s, last_eval = 0, 0, 0.0, None
 
     ckpt_dir = store.trial_dir(trial.trial_id) / "checkpoints" if store else None
-    if store and resume and (ckpts := _checkpoints(ckpt_dir)):
+    reader, store = store, (store if rank == 0 else None)  # ranks > 0 read checkpoints, never write
+    if reader and resume and (ckpts := _checkpoints(ckpt_dir)):
         state = torch.load(ckpts[-1], map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -162,8 +181,10 @@ def run_trial(
         x, y = xtr[idx], ytr[idx]
         if data.augment:
             x = random_crop_flip(x, torch.Generator(device).manual_seed(_seed(trial.seed, step, 1)))
+        if world > 1:
+            x, y = x[rank * local_b : (rank + 1) * local_b], y[rank * local_b : (rank + 1) * local_b]
 
-        out = model(x)
+        out = fwd(x)
         loss = F.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,7 +192,7 @@ def run_trial(
         log_now = (step + 1) % b.log_every == 0 or step + 1 == p.total_steps
         # The per-step hook: per-layer statistics (device only), then learning-rate control.
         m = diag.measure() if diag else None
-        ctx = StepContext(measure=m, batch_acc=lambda: (out.argmax(1) == y).float().mean().item(),
+        ctx = StepContext(measure=m, batch_acc=lambda: _mean_over_ranks((out.argmax(1) == y).float().mean(), world),
                           update_c_hat=lambda: update_c_hat(opt, diag.params))
         lr = warm.lr(step, scheduled_lr(sched.name, trial.lr, step, p.total_steps, milestones=sched.milestones,
                                         gamma=sched.gamma, final_fraction=sched.final_fraction), ctx)
@@ -202,9 +223,14 @@ def run_trial(
         row: dict[str, Any] = {}
         if log_now:
             param_norm = torch.nn.utils.get_total_norm(params)
-            n_rows = max(1, acc["seen"] // b.batch_size)
-            vals = torch.stack([acc["loss"] / n_rows, acc["correct"].float() / acc["seen"], grad_norm,
-                                param_norm, acc["first_bad"].float()]).tolist()  # the one host sync
+            n_rows = max(1, acc["seen"] // local_b)
+            sums = torch.stack([acc["loss"] / n_rows, acc["correct"].float() / acc["seen"]])
+            first_bad = acc["first_bad"].float()
+            if world > 1:  # the mean over ranks of each rank's mean; a step bad anywhere is bad
+                dist.all_reduce(sums)
+                sums /= world
+                first_bad = _first_bad_over_ranks(first_bad)
+            vals = torch.cat([sums, torch.stack([grad_norm, param_norm, first_bad])]).tolist()  # the one host sync
             row = {"step": step, "epoch": step / p.steps_per_epoch, "lr": lr, "train_loss": vals[0],
                    "train_acc": vals[1], "grad_norm": vals[2], "param_norm": vals[3]}
             acc.update(loss=torch.zeros_like(acc["loss"]), correct=torch.zeros_like(acc["correct"]), seen=0)
@@ -215,7 +241,7 @@ def run_trial(
                 diverged = True
                 row["diverged_step"] = int(vals[4]) if vals[4] >= 0 else step - 1
         if not diverged and (step % p.eval_every == 0 or step == p.total_steps):
-            test_acc, test_loss = evaluate(model, xte, yte, b.eval_batch_size)
+            test_acc, test_loss = _evaluate_rank0(model, xte, yte, b.eval_batch_size, rank, world)
             row.update(step=step, epoch=step / p.steps_per_epoch, test_acc=test_acc, test_loss=test_loss)
             last_eval = {"test_acc": test_acc, "test_loss": test_loss, "step": step}
             if not math.isfinite(test_loss):
@@ -246,6 +272,7 @@ def run_trial(
     else:
         outcome = "untrained"
     last_log = next((r for r in reversed(history) if "train_loss" in r), {})
+    ranks = _rank_fingerprints(params, loss, world) if world > 1 else None
     result = {
         "trial_id": trial.trial_id, "index": trial.index, **trial.point(),
         "outcome": outcome, "threshold": w.threshold,
@@ -260,8 +287,12 @@ def run_trial(
         "train_s": round(train_s, 3), "wall_s": round(time.time() - started, 3),
         "step_ms": round(1000 * train_s / max(step, 1), 3),
         "device": str(device), "host": socket.gethostname(),
-        "params": sum(q.numel() for q in params), "error": None,
+        "params": sum(q.numel() for q in params), "workers": world, "error": None,
     }
+    if ranks:
+        result["ranks"] = ranks
+    if world > 1:
+        dist.barrier()  # rank 0 deletes the checkpoints below only once every rank is past them
     if store:
         store.write_history(trial.trial_id, history)
         store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
@@ -269,3 +300,41 @@ def run_trial(
         for c in _checkpoints(ckpt_dir):
             c.unlink(missing_ok=True)
     return result
+
+
+# ---------------------------------------------------------------- DDP helpers (collectives)
+def _mean_over_ranks(x: torch.Tensor, world: int) -> float:
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x.item()
+
+
+def _first_bad_over_ranks(first_bad: torch.Tensor) -> torch.Tensor:
+    """The earliest non-finite step over all ranks (-1: none)."""
+    v = torch.where(first_bad < 0, torch.full_like(first_bad, float("inf")), first_bad)
+    dist.all_reduce(v, op=dist.ReduceOp.MIN)
+    return torch.where(torch.isinf(v), torch.full_like(v, -1.0), v)
+
+
+def _evaluate_rank0(model, x, y, batch_size: int, rank: int, world: int) -> tuple[float, float]:
+    """Rank 0 evaluates (its BatchNorm statistics are the ones DDP broadcasts); the others receive it."""
+    if world == 1:
+        return evaluate(model, x, y, batch_size)
+    out = torch.tensor(evaluate(model, x, y, batch_size) if rank == 0 else (0.0, 0.0), dtype=torch.float64,
+                       device=x.device)
+    dist.broadcast(out, 0)
+    return float(out[0]), float(out[1])
+
+
+def _rank_fingerprints(params, last_loss: torch.Tensor, world: int) -> list[dict[str, float]]:
+    """Per rank: sums of the final weights and of the last averaged gradients, and the last local
+    loss. Equal weights and gradients on every rank, with different losses, show that the ranks
+    trained on different data with the same averaged gradients."""
+    mine = torch.stack([sum(q.detach().double().sum() for q in params),
+                        sum(q.grad.double().sum() for q in params if q.grad is not None),
+                        last_loss.detach().double()])
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    return [{"param_sum": float(v[0]), "grad_sum": float(v[1]), "last_loss": float(v[2])} for v in every]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,7 @@ def test_show_lists_the_grid(spec_file):
 
 
 def test_submit_status_train(spec_file, tmp_path):
-    r = run("submit", str(spec_file))
+    r = run("submit", str(spec_file), "--executor", "inline")
     assert r.returncode == 0, r.stderr
     assert "trainability by depth" in r.stdout
     assert "[1/2] plain_cnn-digits-d2-" in r.stdout and "[2/2] plain_cnn-digits-d3-" in r.stdout  # progress in logs
@@ -85,7 +87,7 @@ def test_submit_status_train(spec_file, tmp_path):
     rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
     assert len(rows) == 2 and all(row["outcome"] in ("trained", "untrained") for row in rows)
     # a second submit skips the finished trials
-    r2 = run("submit", str(spec_file))
+    r2 = run("submit", str(spec_file), "--executor", "inline")
     assert r2.returncode == 0 and "(2 already finished)" in r2.stdout
 
     st = run("status", str(folder))
@@ -107,8 +109,10 @@ def test_status_of_a_non_study(tmp_path):
 
 
 def test_submit_refuses_what_inline_cannot_run(spec_file):
-    r = run("submit", str(spec_file), "resources.workers_per_trial=2")
-    assert r.returncode == 2 and "workers_per_trial" in r.stderr
+    r = run("submit", str(spec_file), "resources.workers_per_trial=2", "--executor", "inline")
+    assert r.returncode == 2 and "DDP trials need --executor ray" in r.stderr
+    r = run("submit", str(spec_file), "resources.workers_per_trial=3")  # 64 examples do not split in 3
+    assert r.returncode == 2 and "budget.batch_size" in r.stderr
     r = run("submit", str(spec_file), "budget.batch_size=100000")
     assert r.returncode == 2 and "batch_size" in r.stderr
     assert not list(Path(spec_file.parent / "runs").glob("*/study.json"))  # nothing started
@@ -138,12 +142,55 @@ def test_theory_commands(tmp_path, spec_file):
     assert r.returncode == 2 and "--optimizer" in r.stderr
 
 
-def test_submit_on_ray(spec_file):
-    r = run("submit", str(spec_file), "--executor", "ray")
+def test_submit_runs_on_an_embedded_ray_cluster_by_default(spec_file):
+    r = run("submit", str(spec_file))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 trials: trained" in r.stdout or "2 trials: untrained" in r.stdout or "2 trials: " in r.stdout
+    assert "on an embedded Ray cluster on 127.0.0.1" in r.stdout and "2 trials: " in r.stdout
     folder = Path(r.stdout.strip().splitlines()[-1].split("study folder:")[1].strip())
     rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
     assert len(rows) == 2 and all(row["outcome"] in ("trained", "untrained") for row in rows)
     bad = run("submit", str(spec_file), "--executor", "dask")
     assert bad.returncode == 2 and "--executor" in bad.stderr
+
+
+def test_resume_finishes_a_study_whose_driver_was_killed(tmp_path, base_spec):
+    base_spec["grid"].update(depth=[6], seed=[0, 1, 2])
+    base_spec["budget"].update(steps=150, log_every=10, checkpoint_every=20)
+    base_spec["resources"] = {"cpus_per_worker": 1, "max_concurrent_trials": 1}
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(base_spec))
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+    driver = subprocess.Popen([EXE, "submit", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, start_new_session=True)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 240
+    first = None
+    while time.time() < deadline and driver.poll() is None:
+        done = list(runs.glob("*/trials/*/result.json"))
+        mid = [p for p in runs.glob("*/trials/*/checkpoints/step_*.pt")]
+        if done and mid:  # one trial finished, another in the middle: kill the driver and its cluster
+            first = (done[0], done[0].read_bytes())
+            os.killpg(driver.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    driver.wait(60)
+    assert first, "the driver was not killed mid-study: " + driver.stdout.read().decode()[-2000:]
+    (folder,) = runs.iterdir()
+    assert len(list(folder.glob("trials/*/result.json"))) < 3
+
+    r = run("resume", str(folder))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already finished" in r.stdout
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("trials/*/result.json"))]
+    assert len(rows) == 3 and all(row["outcome"] in ("trained", "untrained") for row in rows)
+    assert first[0].read_bytes() == first[1]  # the finished trial was not rerun
+    table = (folder / "trials.csv").read_text().strip().splitlines()
+    assert len(table) == 4  # header + one row per trial, no duplicate
+    from elrbench.spec import load_spec
+    from elrbench.train import run_trial
+
+    by_id = {t.trial_id: t for t in load_spec(spec).expand()}
+    for row in rows:  # each, interrupted or not, equals an uninterrupted run
+        assert row["final_train_loss"] == run_trial(by_id[row["trial_id"]])["final_train_loss"]
+    bad = run("resume", str(tmp_path))
+    assert bad.returncode == 2 and "not a study folder" in bad.stderr
