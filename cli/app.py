@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import show, status, submit, theory, train, validate
+from . import report, show, status, submit, theory, train, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("train")(train.train)
 app.command("submit")(submit.submit)
 app.command("resume")(submit.resume)
 app.command("status")(status.status)
+app.command("report")(report.report)
 app.add_typer(theory.app, name="theory")
 
 

@@ -17,6 +17,8 @@ from .validate import OVERRIDES
 
 EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
                                     "or the cluster at --address) or inline (one after another in this process)")
+REPORT = typer.Option(True, help="write the report (STUDY_DIR/report/report.html, and the W&B summary run) "
+                                  "at the end; `elrbench report` makes it any time")
 ADDRESS = typer.Option(None, help="an existing Ray cluster's address, e.g. ray://head:10001 or 127.0.0.1:6379 "
                                   "(default: start a local one on 127.0.0.1)")
 
@@ -27,13 +29,14 @@ def submit(
     overrides: list[str] = OVERRIDES,
     executor: str = EXECUTOR,
     address: Optional[str] = ADDRESS,
+    report: bool = REPORT,
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
     _check_executor(executor, address)
     s = load_spec(spec, overrides or [])
     _check_workers(s, executor)
     preflight(s)
-    run_study(s, StudyStore.create(s), executor, address)
+    run_study(s, StudyStore.create(s), executor, address, report)
 
 
 @command
@@ -41,6 +44,7 @@ def resume(
     study_dir: Path = typer.Argument(..., help="study folder printed by `elrbench submit`"),
     executor: str = EXECUTOR,
     address: Optional[str] = ADDRESS,
+    report: bool = REPORT,
 ) -> None:
     """Finish a study whose driver died: reruns nothing that finished; unfinished trials continue
     from their last checkpoint."""
@@ -51,7 +55,7 @@ def resume(
         fail(f"{store.root / 'spec.yaml'}: does not match study.json (edited?); restore it or submit a new study")
     _check_workers(s, executor)
     preflight(s)
-    run_study(s, store, executor, address)
+    run_study(s, store, executor, address, report)
 
 
 def _check_executor(executor: str, address: Optional[str]) -> None:
@@ -66,7 +70,7 @@ def _check_workers(s, executor: str) -> None:
         fail("resources.workers_per_trial: DDP trials need --executor ray; set it to 1 to run inline")
 
 
-def run_study(s, store: StudyStore, executor: str, address: Optional[str]) -> None:
+def run_study(s, store: StudyStore, executor: str, address: Optional[str], report: bool = True) -> None:
     """Run the unfinished trials with live progress, then print trainability by depth."""
     trials = s.expand()
     done = sum(store.finished(t.trial_id) for t in trials)
@@ -112,6 +116,12 @@ def run_study(s, store: StudyStore, executor: str, address: Optional[str]) -> No
         bar.update(trial_task, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
+    if report and rows:
+        from elrbench.render import build, from_store
+
+        from .report import finish_report
+
+        finish_report(build(from_store(store), store.root / "report"), store)
     console.print(f"study folder: {store.root}", soft_wrap=True, highlight=False)
     if any(r["outcome"] == "failed" for r in rows):
         console.print("some trials failed; see error in their rows (elrbench status) and rerun submit to retry them")

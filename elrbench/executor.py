@@ -13,6 +13,7 @@ from typing import Any, Callable
 from elrbench.errors import USER_ERRORS
 from elrbench.results import StudyStore
 from elrbench.spec import StudySpec, TrialSpec
+from elrbench.tracking import check_mode
 from elrbench.train import plan, run_trial
 from elrbench.workloads import load_dataset
 
@@ -27,6 +28,7 @@ def failed_row(t: TrialSpec, error: str, **extra: Any) -> dict[str, Any]:
 
 def preflight(spec: StudySpec) -> None:
     """Load each workload's data once and check the budget fits it, before anything starts."""
+    check_mode(spec.tracking.wandb)
     first = {t.workload.name: t for t in spec.expand()}
     for t in first.values():
         plan(t, len(load_dataset(t.workload.dataset, t.workload.data).x_train))

@@ -29,6 +29,7 @@ from elrbench.diagnostics import LayerDiagnostics, log_row, scalars, update_c_ha
 from elrbench.errors import NoScaleInvariantTensors
 from elrbench.results import StudyStore
 from elrbench.spec import OptimizerSpec, TrialSpec
+from elrbench.tracking import start_tracker
 from elrbench.warmup import StepContext, create_warmup, scheduled_lr
 from elrbench.workloads import DataError, Dataset, create_model, load_dataset, random_crop_flip
 
@@ -169,6 +170,7 @@ def run_trial(
         if diag:
             diag.load_state_dict(state["diag"])
 
+    tracker = start_tracker(trial, store.root, diag.names if diag else None) if store else None  # rank 0
     perm_epoch, perm = -1, None
     diverged = False
     while step < p.total_steps:
@@ -251,6 +253,8 @@ def run_trial(
             history.append(row)
             if progress:
                 progress(step, p.total_steps, row)
+            if tracker:
+                tracker.log(row, layer_rows[-1] if diag and log_now else None)
         if diverged:
             break
         if ckpt_dir and b.checkpoint_every and step % b.checkpoint_every == 0 and step < p.total_steps:
@@ -263,6 +267,8 @@ def run_trial(
             store.write_history(trial.trial_id, history)
             store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
         if stop_at_step is not None and step >= stop_at_step and step < p.total_steps:
+            if tracker:
+                tracker.run.finish(exit_code=1)
             return {"trial_id": trial.trial_id, "outcome": "interrupted", "steps_done": step}
 
     if diverged:
@@ -291,6 +297,9 @@ def run_trial(
     }
     if ranks:
         result["ranks"] = ranks
+    if tracker:
+        tracker.finish(result)
+        result["tracking_error"] = tracker.error
     if world > 1:
         dist.barrier()  # rank 0 deletes the checkpoints below only once every rank is past them
     if store:

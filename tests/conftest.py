@@ -13,6 +13,7 @@ BASE = {
     "workloads": [{"model": "plain_cnn", "dataset": "digits", "threshold": 0.9}],
     "grid": {"depth": [3], "lr": [0.1]},
     "budget": {"steps": 20, "batch_size": 64, "log_every": 5},
+    "tracking": {"wandb": "disabled"},  # tests of W&B turn it on (tests/test_tracking.py)
 }
 
 

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from elrbench.errors import UsageError
+from elrbench.results import StudyStore
+
+from .common import command, console, print_by_depth
+
+
+@command
+def report(
+    study_dir: Optional[Path] = typer.Argument(None, help="study folder printed by `elrbench submit` "
+                                                          "(finished or still running)"),
+    out: Optional[Path] = typer.Option(None, help="where to write the report (default: STUDY_DIR/report)"),
+    trial: list[str] = typer.Option([], "--trial", help="trial id (or unique prefix) to show in detail; repeat"),
+    from_wandb: Optional[Path] = typer.Option(None, "--from-wandb", help="build the report from W&B offline "
+                                              "run files alone (a study's wandb/ folder)"),
+    wandb: bool = typer.Option(True, help="also log the report to W&B as a study-summary run "
+                                          "(mode from the study's tracking section)"),
+) -> None:
+    """Trainability by depth: tables in the terminal, and report.html, PNG figures, CSV and Markdown tables."""
+    from elrbench.render import build, from_store, from_wandb as wandb_source
+
+    if (study_dir is None) == (from_wandb is None):
+        raise UsageError("give a study folder or --from-wandb DIR (one of them)")
+    store = None
+    if from_wandb is not None:
+        if not from_wandb.is_dir() or not any(from_wandb.glob("**/offline-run-*/run-*.wandb")):
+            raise UsageError(f"--from-wandb {from_wandb}: no W&B offline runs (offline-run-*/run-*.wandb) there")
+        src = wandb_source(from_wandb)
+        out = out or from_wandb / "report"
+    else:
+        store = StudyStore.open(study_dir)
+        src = from_store(store)
+        out = out or store.root / "report"
+    if not src.rows:
+        raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
+    rep = build(src, out, trial or None)
+    print_by_depth(src.rows)
+    for _, title, body in rep.tables:
+        if title.startswith("failure boundary"):
+            console.print(f"{title}: " + "; ".join(f"depth {r[0]}: " + ", ".join(
+                f"{h.removeprefix('warm-up: ')} {c}" for h, c in zip(body[0][1:], r[1:])) for r in body[1:]),
+                highlight=False, soft_wrap=True)
+    for n in rep.notes:
+        console.print(n, style="dim")
+    finish_report(rep, store if wandb else None)
+
+
+def finish_report(rep, store: StudyStore | None) -> None:
+    """Log the report to W&B as the study-summary run (store given), and say where it is."""
+    if store is not None:
+        from elrbench.tracking import log_report
+
+        spec = store.spec()
+        run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures)
+        if run_id:
+            console.print(f"W&B ({spec.tracking.wandb}): study-summary run {run_id} under {store.root / 'wandb'}",
+                          soft_wrap=True, highlight=False)
+    console.print(f"report: {rep.out / 'report.html'} ({len(rep.tables)} tables, {len(rep.figures)} figures)",
+                  soft_wrap=True, highlight=False)

@@ -1,0 +1,221 @@
+"""Weights & Biases: one run per trial (rank 0 only, wandb imported lazily), and a reader of the
+offline run files wandb writes (wandb 0.31 has none of its own).
+
+Run id = trial id (resume="allow": a restarted trial appends to its run), group = study id,
+job_type = workload, tags = depth, warm-up, optimizer, lr; config = the resolved trial spec. Every
+log period: losses, accuracies, learning rate, ELR spread and global norms as scalars; per-layer
+ELRs, weight and gradient norms as histograms (log10), never one scalar key per layer (W&B slows
+down past ~10k keys per project); every `TABLE_EVERY`-th log period and at the end, a per-layer
+table. Offline runs go to <study>/wandb/offline-run-*/; `wandb sync <study>/wandb/offline-run-*`
+uploads them later from a machine with network.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterator
+
+from elrbench.errors import UsageError
+
+TABLE_EVERY = 10
+LAYER_COLUMNS = ("layer", "name", "w_norm", "g_norm", "elr", "lr", "c_hat")
+
+
+def check_mode(mode: str) -> None:
+    """Before anything starts: online needs credentials (never read or stored by elrbench itself)."""
+    if mode != "online":
+        return
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    has_netrc = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    if not os.environ.get("WANDB_API_KEY") and not has_netrc:
+        raise UsageError("tracking.wandb: online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
+                         "or use offline and `wandb sync` the runs later")
+
+
+class Tracker:
+    """A W&B run of one trial. Methods never raise into the training loop's caller: tracking is
+    secondary to the result, so a W&B failure is recorded in the run's row instead."""
+
+    def __init__(self, trial, root: Path, layer_names: list[str] | None = None) -> None:
+        import wandb  # lazy: only trials that track pay for the import
+
+        self.wandb = wandb
+        self.names = layer_names or []
+        self.n_logged = 0
+        self.error: str | None = None
+        tags = [f"depth={trial.depth}", f"warmup={trial.warmup.label}", f"optimizer={trial.optimizer.label}",
+                f"lr={trial.lr:g}"]
+        t = trial.tracking
+        self.run = wandb.init(
+            project=t.project, entity=t.entity, group=trial.study_id, job_type=trial.workload.name,
+            name=trial.trial_id, id=trial.trial_id, resume="allow", tags=tags, dir=str(root),
+            config=trial.model_dump(mode="json", exclude={"tracking"}), mode=t.wandb,
+            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False,
+                                    silent=True),
+        )
+
+    def log(self, row: dict[str, Any], layers: dict[str, Any] | None) -> None:
+        try:
+            payload: dict[str, Any] = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+            if layers:
+                for key in ("elr", "w_norm", "g_norm"):
+                    vals = [math.log10(v) for v in layers[key] if v > 0 and math.isfinite(v)]
+                    if vals:
+                        payload[f"layers/log10_{key}"] = self.wandb.Histogram(vals)
+                if self.n_logged % TABLE_EVERY == 0:
+                    payload["layers/table"] = self._table(layers)
+                self.n_logged += 1
+            self.last_layers = layers or getattr(self, "last_layers", None)
+            self.run.log(payload, step=int(row["step"]))
+        except Exception as e:  # noqa: BLE001 - see the class docstring
+            self.error = self.error or f"{type(e).__name__}: {e}"
+
+    def _table(self, layers: dict[str, Any]):
+        names = self.names or [str(i) for i in range(len(layers["elr"]))]
+        data = [[i, names[i], layers["w_norm"][i], layers["g_norm"][i], layers["elr"][i], layers["lr"][i],
+                 layers["c_hat"][i]] for i in range(len(layers["elr"]))]
+        return self.wandb.Table(columns=list(LAYER_COLUMNS), data=data)
+
+    def finish(self, result: dict[str, Any]) -> None:
+        try:
+            keys = ("outcome", "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc",
+                    "best_test_acc", "spread_mean", "spread_early_mean", "spread_max", "warmup_steps",
+                    "diverged_step", "steps_done", "wall_s", "train_s", "step_ms")
+            self.run.summary.update({k: result.get(k) for k in keys})
+            if getattr(self, "last_layers", None):
+                self.run.summary["layers/final_table"] = self._table(self.last_layers)
+            self.run.finish(exit_code=0)
+        except Exception as e:  # noqa: BLE001
+            self.error = self.error or f"{type(e).__name__}: {e}"
+
+
+def start_tracker(trial, root: Path, layer_names: list[str] | None) -> Tracker | None:
+    """A tracker for this trial, or None (tracking disabled)."""
+    if trial.tracking.wandb == "disabled":
+        return None
+    return Tracker(trial, root, layer_names)
+
+
+# ---------------------------------------------------------------- offline run files
+# The .wandb file (measured on wandb 0.31, see ../shared/environment.md): a 7-byte header ":W&B",
+# 0xBEE1 (little-endian), version 0; then LevelDB-log framing: 32 KiB blocks, each record a 7-byte
+# header (crc32c, length u16, type: 1 full, 2 first, 3 middle, 4 last) and its bytes; a block tail
+# shorter than a header is zero padding. Records are wandb_internal_pb2.Record messages.
+_BLOCK, _HEADER = 32768, 7
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    if data[:4] != b":W&B" or struct.unpack("<H", data[4:6])[0] != 0xBEE1:
+        raise ValueError("not a W&B run file (no :W&B header)")
+    pos, buf = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if kind == 0 and length == 0:  # padding up to the end of the block
+            pos += left
+            continue
+        end = pos + _HEADER + length
+        if end > len(data):  # a torn record at the end of a killed run's file
+            return
+        chunk, pos = data[pos + _HEADER : end], end
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            buf = chunk
+        elif kind == 3:
+            buf += chunk
+        elif kind == 4:
+            yield buf + chunk
+            buf = b""
+
+
+def _set(d: dict[str, Any], item) -> None:
+    path = list(item.nested_key) or [item.key]
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    d[path[-1]] = json.loads(item.value_json)
+
+
+def read_run_file(path: Path) -> dict[str, Any]:
+    """One offline run file: {id, project, group, job_type, tags, config, history, summary}."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    run: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "file": str(path)}
+    for chunk in _chunks(Path(path).read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(chunk)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            r = rec.run
+            run.update(id=r.run_id, project=r.project, group=r.run_group, job_type=r.job_type,
+                       tags=list(r.tags), name=r.display_name, entity=r.entity)
+            for it in r.config.update:
+                _set(run["config"], it)
+        elif kind == "config":
+            for it in rec.config.update:
+                _set(run["config"], it)
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for it in rec.history.item:
+                _set(row, it)
+            run["history"].append(row)
+        elif kind == "summary":
+            for it in rec.summary.update:
+                _set(run["summary"], it)
+            for it in rec.summary.remove:
+                run["summary"].pop(it.key, None)
+    run["config"].pop("_wandb", None)
+    return run
+
+
+def read_offline_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every run under a wandb folder (or a study folder), one entry per run id. A run resumed after
+    a restart has several offline files: they merge in time order, a later file's row replacing an
+    earlier one at the same step (the steps redone since the last checkpoint), so no step appears twice."""
+    folder = Path(folder)
+    files = sorted(folder.glob("**/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
+    runs: dict[str, dict[str, Any]] = {}
+    for f in files:
+        r = read_run_file(f)
+        if "id" not in r:
+            continue
+        if r["id"] not in runs:
+            runs[r["id"]] = r | {"files": [r.pop("file")]}
+            continue
+        into = runs[r["id"]]
+        into["files"].append(r["file"])
+        by_step = {h.get("_step"): h for h in into["history"]}
+        by_step.update({h.get("_step"): h for h in r["history"]})
+        into["history"] = [by_step[s] for s in sorted(by_step, key=lambda s: -1 if s is None else s)]
+        into["summary"].update(r["summary"])
+        into["config"].update(r["config"])
+    return list(runs.values())
+
+
+def log_report(study_id: str, tracking, root: Path, tables: list[tuple[str, str, list[list[str]]]],
+               figures: list[tuple[str, str, Path]]) -> str | None:
+    """The study-summary run (id <study>-report, job_type report): every report table as a W&B
+    Table and every figure as an image. Returns the run id, or None when tracking is disabled."""
+    if tracking.wandb == "disabled":
+        return None
+    import wandb
+
+    run_id = f"{study_id}-report"
+    run = wandb.init(project=tracking.project, entity=tracking.entity, group=study_id, job_type="report",
+                     id=run_id, name=run_id, resume="allow", dir=str(root), mode=tracking.wandb,
+                     settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True,
+                                             save_code=False, silent=True))
+    payload: dict[str, Any] = {}
+    for slug, _title, body in tables:
+        payload[f"tables/{slug}"] = wandb.Table(columns=body[0], data=body[1:])
+    for slug, caption, path in figures:
+        payload[f"figures/{slug}"] = wandb.Image(str(path), caption=caption)
+    run.log(payload)
+    run.finish()
+    return run_id

@@ -1,0 +1,97 @@
+"""W&B tracking against real wandb offline runs, read back through elrbench's own reader."""
+from __future__ import annotations
+
+import pytest
+
+from elrbench.errors import UsageError
+from elrbench.results import StudyStore
+from elrbench.spec import validate_spec
+from elrbench.tracking import check_mode, read_offline_runs, read_run_file
+from elrbench.train import run_trial
+
+SECRET = "dummy-secret-0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def tracked(base_spec, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present in the environment: must never be written anywhere
+    base_spec["tracking"] = {"wandb": "offline", "project": "elrbench-test"}
+    base_spec["budget"].update(steps=24, log_every=4, eval_every=8, checkpoint_every=8)
+    s = validate_spec(base_spec)
+    return s, StudyStore.create(s)
+
+
+def test_an_offline_run_reads_back_exactly(tracked):
+    s, store = tracked
+    (t,) = s.expand()
+    row = run_trial(t, store)
+    assert row["tracking_error"] is None
+    (run,) = read_offline_runs(store.root)
+    assert run["id"] == t.trial_id and run["group"] == s.study_id and run["job_type"] == t.workload.name
+    assert run["project"] == "elrbench-test"
+    assert {"depth=3", "warmup=none", "optimizer=sgd", "lr=0.1"} <= set(run["tags"])
+    assert run["config"]["depth"] == 3 and run["config"]["trial_id"] == t.trial_id
+    assert "tracking" not in run["config"]
+    hist = store.history(t.trial_id)
+    assert [h["_step"] for h in run["history"]] == [h["step"] for h in hist]
+    for h, w in zip(hist, run["history"]):  # every scalar, exactly
+        for k, v in h.items():
+            if k != "step":
+                assert w[k] == v, k
+    first = run["history"][0]
+    assert first["layers/log10_elr"]["_type"] == "histogram" and len(first["layers/log10_elr"]["values"]) > 0
+    assert first["layers/table"]["_type"] == "table-file" and first["layers/table"]["nrows"] == 2
+    assert "layers/table" not in run["history"][1]  # the per-layer table only every TABLE_EVERY log periods
+    assert not any(k.startswith("layer_") or k.count("/") > 1 for h in run["history"] for k in h)
+    sm = run["summary"]
+    assert sm["outcome"] == row["outcome"] and sm["final_test_acc"] == row["final_test_acc"]
+    assert sm["spread_mean"] == row["spread_mean"] and sm["steps_done"] == 24
+
+
+def test_a_restarted_trial_appends_to_its_run_without_duplicate_steps(tracked):
+    s, store = tracked
+    (t,) = s.expand()
+    run_trial(t, store, stop_at_step=12)  # dies after step 12; last checkpoint at step 8
+    row = run_trial(t, store)
+    (run,) = read_offline_runs(store.root)
+    assert len(run["files"]) == 2  # the first try and the resumed one
+    steps = [h["_step"] for h in run["history"]]
+    assert steps == [h["step"] for h in store.history(t.trial_id)] and len(steps) == len(set(steps))
+    assert run["summary"]["outcome"] == row["outcome"]
+
+
+def test_a_torn_run_file_reads_up_to_the_tear(tracked, tmp_path):
+    s, store = tracked
+    (t,) = s.expand()
+    run_trial(t, store)
+    (f,) = store.root.glob("wandb/offline-run-*/run-*.wandb")
+    whole = read_run_file(f)
+    torn = tmp_path / "run-x.wandb"
+    torn.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+    part = read_run_file(torn)
+    assert part["id"] == whole["id"] and 0 < len(part["history"]) < len(whole["history"])
+    assert part["history"] == whole["history"][: len(part["history"])]
+    (tmp_path / "bad.wandb").write_bytes(b"not a run")
+    with pytest.raises(ValueError, match="not a W&B run file"):
+        read_run_file(tmp_path / "bad.wandb")
+
+
+def test_no_secret_is_written_anywhere(tracked):
+    s, store = tracked
+    (t,) = s.expand()
+    run_trial(t, store)
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files)
+    for p in files:
+        assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_online_needs_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    with pytest.raises(UsageError, match="tracking.wandb: online needs a W&B API key"):
+        check_mode("online")
+    check_mode("offline")
+    check_mode("disabled")
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    check_mode("online")
