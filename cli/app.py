@@ -1,6 +1,8 @@
 """elrbench: the Typer app. One module per command; this file only wires them."""
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import report, show, status, submit, theory, train, validate
@@ -18,6 +20,8 @@ app = typer.Typer(
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors")) -> None:
     STATE["debug"] = STATE["debug"] or debug
+    if not sys.stdout.isatty():  # logs and CI: each progress line as it happens, not in 8 KiB blocks
+        sys.stdout.reconfigure(line_buffering=True)
 
 
 app.command("validate")(validate.validate)

@@ -102,3 +102,24 @@ def predicted_vs_measured(row: dict[str, Any], layers: list[dict[str, Any]]) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: dict, threshold: float | None) -> bytes:
+    """The study's answer at a glance: final test accuracy (mean and std over seeds) against depth,
+    one line per warm-up; the 'trained' threshold dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, w in enumerate(warmups):
+        pts = [(d, cells[(d, w)]) for d in depths if cells[(d, w)].acc_mean is not None]
+        ax.errorbar([d for d, _ in pts], [c.acc_mean for _, c in pts], yerr=[c.acc_std or 0.0 for _, c in pts],
+                    label=w, marker="osD^v<>"[i % 7], capsize=3, lw=1.4, ls=("-", "--", ":", "-.")[i % 4])
+    if threshold is not None:
+        ax.axhline(threshold, color="gray", ls="--", lw=0.8, label=f"trained >= {threshold:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("depth")
+    ax.set_ylabel("final test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="warm-up", title_fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)

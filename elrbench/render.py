@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from elrbench import plots
-from elrbench.report import best_lr, boundary_rows, by_depth, failure_boundary, table_rows
+from elrbench.report import best_lr, boundary_rows, by_depth, failure_boundary, spread_rows, table_rows
 from elrbench.results import StudyStore, atomic_write
 
 History = Callable[[str], list[dict[str, Any]]]
@@ -68,6 +68,10 @@ def from_wandb(folder: Path) -> Source:
     return Source(title, rows, lambda tid: hist.get(tid, []), None, None, f"W&B offline runs under {folder}")
 
 
+def _group_title(r: dict[str, Any]) -> str:  # the title by_depth gives the table a row belongs to
+    return f"{r['workload']}  lr={r['lr']:g}  {r['optimizer']}  {r['schedule']}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
@@ -108,6 +112,10 @@ def build(src: Source, out: Path, trials: list[str] | None = None) -> Report:
     tables = by_depth(rows)
     for t in tables:
         add_table(f"trainability by depth: {t.title}", table_rows(t))
+    for t in tables:
+        group = [r for r in rows if _group_title(r) == t.title]
+        if any(r.get("spread_mean") is not None for r in group):
+            add_table(f"ELR spread, first K steps / whole run: {t.title}", spread_rows(t, group))
     if len({r["lr"] for r in rows}) > 1:
         for t, chosen in best_lr(rows):
             add_table(f"trainability by depth: {t.title}", table_rows(t, chosen))
@@ -118,7 +126,11 @@ def build(src: Source, out: Path, trials: list[str] | None = None) -> Report:
                          "several learning rates; this study has one.")
 
     for t in tables:
-        group = [r for r in rows if f"{r['workload']}  lr={r['lr']:g}  {r['optimizer']}  {r['schedule']}" == t.title]
+        thr = next((r.get("threshold") for r in rows if _group_title(r) == t.title), None)
+        add_figure(f"accuracy-{t.title}", f"Final test accuracy against depth, mean ± std over seeds: {t.title}",
+                   plots.accuracy_by_depth(t.title, t.depths, t.warmups, t.cells, thr))
+    for t in tables:
+        group = [r for r in rows if _group_title(r) == t.title]
         with_hist = [(r, src.history(r["trial_id"])) for r in group]
         if any(h for _, h in with_hist):
             add_figure(f"spread-{t.title}", f"ELR spread against step, mean over seeds: {t.title}",

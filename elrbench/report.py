@@ -138,3 +138,17 @@ def table_rows(t: DepthTable, chosen: dict[tuple[int, str], float] | None = None
 def boundary_rows(depths: list[int], warmups: list[str], edge: dict[tuple[int, str], float | None]) -> list[list[str]]:
     return [["depth", *[f"warm-up: {w}" for w in warmups]],
             *[[str(d), *["-" if edge[(d, w)] is None else f"{edge[(d, w)]:g}" for w in warmups]] for d in depths]]
+
+
+def spread_rows(t: DepthTable, rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The same grid as a depth table, cells: run-averaged ELR spread over the first K steps and over
+    the run (mean over seeds, log10 max/min)."""
+    def cell(d: int, w: str) -> str:
+        rs = [r for r in rows if r["depth"] == d and r["warmup"] == w and r.get("spread_mean") is not None]
+        if not rs:
+            return "-"
+        early = [r["spread_early_mean"] for r in rs if r.get("spread_early_mean") is not None]
+        return (f"{statistics.fmean(early):.2f} / " if early else "- / ") + f"{statistics.fmean(r['spread_mean'] for r in rs):.2f}"
+
+    return [["depth", *[f"warm-up: {w}" for w in t.warmups]],
+            *[[str(d), *[cell(d, w) for w in t.warmups]] for d in t.depths]]

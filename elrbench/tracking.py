@@ -81,7 +81,7 @@ class Tracker:
 
     def finish(self, result: dict[str, Any]) -> None:
         try:
-            keys = ("outcome", "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc",
+            keys = ("outcome", "threshold", "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc",
                     "best_test_acc", "spread_mean", "spread_early_mean", "spread_max", "warmup_steps",
                     "diverged_step", "steps_done", "wall_s", "train_s", "step_ms")
             self.run.summary.update({k: result.get(k) for k in keys})

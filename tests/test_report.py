@@ -89,7 +89,7 @@ def test_report_writes_tables_figures_and_html(study):
     assert "trainability by depth" in rep.stdout and "failure boundary" in rep.stdout
     assert f"report: {out / 'report.html'}" in rep.stdout
     tables = sorted(p.stem for p in (out / "tables").glob("*.csv"))
-    assert len(tables) == 4 and sorted(p.stem for p in (out / "tables").glob("*.md")) == tables
+    assert len(tables) == 6 and sorted(p.stem for p in (out / "tables").glob("*.md")) == tables
     figures = list((out / "figures").glob("*.png"))
     assert {"spread-vs-accuracy.png"} <= {p.name for p in figures} and len(figures) >= 5
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures)
@@ -123,7 +123,7 @@ def test_the_html_renders_in_headless_chromium(study, tmp_path):
     start = dom.stdout.index('<pre id="probe">') + len('<pre id="probe">')
     probe_out = json.loads(dom.stdout[start : dom.stdout.index("</pre>", start)])
     n_figures = len(list((folder / "report" / "figures").glob("*.png")))
-    assert probe_out == {"rows": 4 * 2, "images": n_figures, "decoded": n_figures}  # 4 tables x 2 depths
+    assert probe_out == {"rows": 6 * 2, "images": n_figures, "decoded": n_figures}  # 6 tables x 2 depths
     shot = tmp_path / "shot.png"
     subprocess.run(common + ["--window-size=1200,1600", f"--screenshot={shot}", (folder / "report" / "report.html")
                              .as_uri()], capture_output=True, timeout=120)
@@ -146,7 +146,7 @@ def test_wandb_round_trip_gives_the_same_report(study, tmp_path):
     assert len([x for x in runs if x["job_type"] != "report"]) == 8
     (summary,) = [x for x in runs if x["job_type"] == "report"]
     (logged,) = summary["history"]
-    assert sum(k.startswith("tables/") for k in logged) == 4
+    assert sum(k.startswith("tables/") for k in logged) == 6
     assert all(logged[k]["_type"] == "image-file" for k in logged if k.startswith("figures/"))
     bad = run("report", "--from-wandb", str(tmp_path))
     assert bad.returncode == 2 and "no W&B offline runs" in bad.stderr
