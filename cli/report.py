@@ -8,7 +8,7 @@ import typer
 from elrbench.errors import UsageError
 from elrbench.results import StudyStore
 
-from .common import command, console, print_by_depth
+from .common import command, console, err_console, print_by_depth
 
 
 @command
@@ -57,7 +57,12 @@ def finish_report(rep, store: StudyStore | None) -> None:
         from elrbench.tracking import log_report
 
         spec = store.spec()
-        run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures)
+        try:
+            run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures)
+        except Exception as e:  # noqa: BLE001 - the report is written; W&B is the secondary copy
+            err_console.print(f"warning: the W&B study-summary run was not written: {type(e).__name__}: {e}",
+                              highlight=False, soft_wrap=True)
+            run_id = None
         if run_id:
             console.print(f"W&B ({spec.tracking.wandb}): study-summary run {run_id} under {store.root / 'wandb'}",
                           soft_wrap=True, highlight=False)

@@ -206,16 +206,20 @@ def log_report(study_id: str, tracking, root: Path, tables: list[tuple[str, str,
         return None
     import wandb
 
-    run_id = f"{study_id}-report"
+    # W&B names a logged table's artifact run-<id>-<key> and refuses names past 128 characters:
+    # a short id (the study's hash) and numbered keys; the titles go into the run's config.
+    run_id = f"report-{study_id.rsplit('-', 1)[-1]}"
     run = wandb.init(project=tracking.project, entity=tracking.entity, group=study_id, job_type="report",
-                     id=run_id, name=run_id, resume="allow", dir=str(root), mode=tracking.wandb,
+                     id=run_id, name=f"{study_id}-report", resume="allow", dir=str(root), mode=tracking.wandb,
+                     config={"tables": {f"t{i:02d}": title for i, (_, title, _) in enumerate(tables)},
+                             "figures": {f"f{i:02d}": caption for i, (_, caption, _) in enumerate(figures)}},
                      settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True,
                                              save_code=False, silent=True))
     payload: dict[str, Any] = {}
-    for slug, _title, body in tables:
-        payload[f"tables/{slug}"] = wandb.Table(columns=body[0], data=body[1:])
-    for slug, caption, path in figures:
-        payload[f"figures/{slug}"] = wandb.Image(str(path), caption=caption)
+    for i, (slug, _title, body) in enumerate(tables):
+        payload[f"tables/t{i:02d}-{slug[:40]}"] = wandb.Table(columns=body[0], data=body[1:])
+    for i, (slug, caption, path) in enumerate(figures):
+        payload[f"figures/f{i:02d}-{slug[:40]}"] = wandb.Image(str(path), caption=caption)
     run.log(payload)
     run.finish()
     return run_id
