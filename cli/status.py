@@ -17,6 +17,13 @@ def status(study_dir: Path = typer.Argument(..., help="study folder printed by `
     rows = store.results()
     console.print(f"study {meta['study_id']}: {len(rows)}/{meta['n_trials']} trials have a result "
                   f"({outcome_counts(rows)})")
+    have = {r["trial_id"] for r in rows}
+    for tdir in sorted((store.root / "trials").glob("*")):
+        if tdir.name not in have and (hist := store.history(tdir.name)):  # started, no result yet
+            w = store.workers(tdir.name)
+            where = f" (pid {w[0]['pid']} on {w[0]['host']})" if w else ""
+            console.print(f"  running or interrupted {tdir.name}: step {hist[-1]['step']} saved{where}",
+                          highlight=False, soft_wrap=True)
     for r in rows:
         if r["outcome"] == "failed":
             console.print(f"  failed {r['trial_id']}: {r.get('error')}", highlight=False)

@@ -177,6 +177,8 @@ def test_resume_finishes_a_study_whose_driver_was_killed(tmp_path, base_spec):
     assert first, "the driver was not killed mid-study: " + driver.stdout.read().decode()[-2000:]
     (folder,) = runs.iterdir()
     assert len(list(folder.glob("trials/*/result.json"))) < 3
+    st = run("status", str(folder))
+    assert st.returncode == 0 and "running or interrupted" in st.stdout and "pid " in st.stdout
 
     r = run("resume", str(folder))
     assert r.returncode == 0, r.stderr[-3000:]
