@@ -3,7 +3,6 @@ address whose trials land on both nodes; and the cluster recipes parse with the 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
