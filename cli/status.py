@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -10,8 +11,20 @@ from .common import command, console, outcome_counts, print_by_depth
 
 
 @command
-def status(study_dir: Path = typer.Argument(..., help="study folder printed by `elrbench submit`")) -> None:
+def status(
+    study_dir: Path = typer.Argument(..., help="study folder printed by `elrbench submit`, or with --address "
+                                               "the job id printed by `elrbench submit --detach`"),
+    address: Optional[str] = typer.Option(None, help="the Ray job server of a detached study's cluster"),
+) -> None:
     """Show a study's progress: trials finished by outcome, and trainability by depth so far."""
+    if address:
+        from elrbench.study import job_info
+
+        info = job_info(address, str(study_dir))
+        console.print(f"job {info['job_id']}: {info['status']}" + (f" ({info['message']})" if info.get("message") else "")
+                      + (f"; study folder on the cluster: {info['study_dir']}" if info.get("study_dir") else ""),
+                      highlight=False, soft_wrap=True)
+        return
     store = StudyStore.open(study_dir)
     meta = store.meta()
     rows = store.results()

@@ -30,10 +30,23 @@ def submit(
     executor: str = EXECUTOR,
     address: Optional[str] = ADDRESS,
     report: bool = REPORT,
+    detach: bool = typer.Option(False, help="submit the study as a Ray job to the cluster at --address (its job "
+                                            "server, e.g. http://head:8265) and return its id at once"),
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
     _check_executor(executor, address)
     s = load_spec(spec, overrides or [])
+    if detach:
+        if not address or executor != "ray":
+            fail("--detach needs --address: the job server of a running Ray cluster, e.g. http://127.0.0.1:8265")
+        from elrbench.study import submit_job
+
+        job = submit_job(s, address)
+        console.print(f"submitted job {job} to {address}: study {s.study_id} -> {s.study_dir} (on the cluster)",
+                      highlight=False, soft_wrap=True)
+        console.print(f"  follow: elrbench status {job} --address {address}; elrbench logs {job} --address "
+                      f"{address}\n  cancel: elrbench stop {job} --address {address}", highlight=False, soft_wrap=True)
+        return
     _check_workers(s, executor)
     preflight(s)
     run_study(s, StudyStore.create(s), executor, address, report)

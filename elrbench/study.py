@@ -232,3 +232,60 @@ def _error_text(trial: Any) -> str:
     return lines[-1] if lines else "the trial's process failed (see the Tune folder under the study)"
 
 
+
+
+# ---------------------------------------------------------------- detached studies (Ray Jobs)
+def _jobs(address: str):
+    """A Ray Jobs client for the cluster's job server (its dashboard address, e.g. http://head:8265)."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # noqa: BLE001 - connection refused, not a Ray dashboard, ...
+        if "authentication" in str(e).lower():
+            raise UsageError(f"--address {address}: the cluster wants its token (Ray token authentication): set "
+                             "RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN unless the token file that `ray start` "
+                             "wrote (~/.ray/auth_token) is on this machine") from None
+        raise UsageError(f"--address {address}: no Ray job server answers there ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); give the dashboard address, "
+                         "e.g. http://127.0.0.1:8265, of a cluster started with its dashboard") from None
+
+
+def submit_job(spec: StudySpec, address: str) -> str:
+    """Submit the study as a Ray job that runs `elrbench submit` on the cluster and return the job id.
+    The resolved spec travels in the job's working_dir; elrbench must be installed on the cluster,
+    and the study folder (spec.output_dir) is written by the cluster, so it must be a path there."""
+    import time
+
+    from elrbench.spec import dump_spec
+
+    client = _jobs(address)
+    with tempfile.TemporaryDirectory(prefix="elrbench-job-") as d:
+        (Path(d) / "spec.yaml").write_text(dump_spec(spec))
+        return client.submit_job(
+            entrypoint="elrbench submit spec.yaml --address auto",
+            submission_id=f"elrbench-{spec.study_id}-{int(time.time())}",
+            runtime_env={"working_dir": d},  # the job's own ray.init adds _TRAIN_ENV (both would conflict)
+            metadata={"study_id": spec.study_id, "study_dir": str(spec.study_dir)},
+        )
+
+
+def job_info(address: str, job_id: str) -> dict[str, Any]:
+    client = _jobs(address)
+    try:
+        info = client.get_job_info(job_id)
+    except Exception as e:  # noqa: BLE001 - unknown id
+        raise UsageError(f"job {job_id!r}: not found at {address} ({str(e).splitlines()[0] if str(e) else e})") from None
+    return {"job_id": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+            "message": info.message, "start_time": info.start_time, "end_time": info.end_time,
+            **(info.metadata or {})}
+
+
+def job_logs(address: str, job_id: str) -> str:
+    job_info(address, job_id)  # a clear error for an unknown id
+    return _jobs(address).get_job_logs(job_id)
+
+
+def stop_job(address: str, job_id: str) -> bool:
+    job_info(address, job_id)
+    return bool(_jobs(address).stop_job(job_id))
