@@ -257,7 +257,7 @@ def run_trial(
                 tracker.log(row, layer_rows[-1] if diag and log_now else None)
         if diverged:
             break
-        if ckpt_dir and b.checkpoint_every and step % b.checkpoint_every == 0 and step < p.total_steps:
+        if store and b.checkpoint_every and step % b.checkpoint_every == 0 and step < p.total_steps:
             _save_checkpoint(ckpt_dir, b.keep_checkpoints, {
                 "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "warmup": warm.state_dict(), "rng_cpu": torch.get_rng_state(), "acc": acc,
