@@ -17,9 +17,9 @@ import statistics
 
 import torch
 
+from elrbench import elr
 from elrbench.experiments import init_snapshot
 from elrbench.spec import validate_spec
-from elrbench.theory import critical_lr
 from elrbench.train import run_trial
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     a = ap.parse_args()
     print(f"device {a.device}, data {a.data}, batch 128, {a.steps} steps per run, median of {a.repeats}")
     for depth in a.depths:
-        eta = critical_lr(init_snapshot(trial(depth, a.steps, a.data, "cpu", True, "none", 0.1)).c_hat)
+        eta = float(elr.critical_lr(init_snapshot(trial(depth, a.steps, a.data, "cpu", True, "none", 0.1)).c_hat))
         variants = {
             "plain": trial(depth, a.steps, a.data, a.device, False, "none", 0.1),
             "diagnostics": trial(depth, a.steps, a.data, a.device, True, "none", 0.1),
@@ -59,9 +59,9 @@ def main() -> None:
         for _ in range(a.repeats):
             for name, t in variants.items():
                 r = run_trial(t)
-                times[name].append(r["step_ms"])
+                times[name].append(r.step_ms)
                 if name == "critical":
-                    warm_steps = r["warmup_steps"]
+                    warm_steps = r.warmup_steps
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"resnet_v1 no_short depth {depth}: plain {med['plain']:.2f} ms/step, "
               f"diagnostics {med['diagnostics']:.2f} ms/step (ratio {med['diagnostics'] / med['plain']:.3f}), "

@@ -18,9 +18,9 @@ import os
 import tempfile
 import time
 
-from elrbench.executor import run_inline
-from elrbench.results import StudyStore
+from elrbench.executors import create_executor
 from elrbench.spec import validate_spec
+from elrbench.store import StudyStore
 from elrbench.study import ray_cluster, run_on_ray
 
 
@@ -43,9 +43,9 @@ def main() -> None:
 
     s = validate_spec(spec(out, "inline", a.trials, a.steps))
     t0 = time.perf_counter()
-    rows = run_inline(s, StudyStore.create(s))
+    rows = create_executor("inline").run(s, StudyStore.create(s))
     inline_wall = time.perf_counter() - t0
-    inline_own = sum(r["wall_s"] for r in rows)
+    inline_own = sum(r.wall_s for r in rows)
 
     t0 = time.perf_counter()
     with ray_cluster(num_cpus=cpus):
@@ -54,12 +54,12 @@ def main() -> None:
         t0 = time.perf_counter()
         rows = run_on_ray(s, StudyStore.create(s))
         ray_wall = time.perf_counter() - t0
-        ray_own = sum(r["wall_s"] for r in rows)
+        ray_own = sum(r.wall_s for r in rows)
         d = validate_spec(spec(out, "ddp", a.ddp_trials, a.steps, workers=2))
         t0 = time.perf_counter()
         drows = run_on_ray(d, StudyStore.create(d))
         ddp_wall = time.perf_counter() - t0
-        ddp_own = sum(r["wall_s"] for r in drows)
+        ddp_own = sum(r.wall_s for r in drows)
 
     conc = cpus  # one CPU per trial
     print(f"{a.trials} one-worker trials of {a.steps} steps (plain_cnn depth 8, digits), {cpus} CPUs")

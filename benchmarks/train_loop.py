@@ -15,8 +15,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from elrbench.optimizers import create_optimizer
 from elrbench.spec import validate_spec
-from elrbench.train import make_optimizer, run_trial
+from elrbench.train import run_trial
 from elrbench.workloads import create_model, load_dataset
 
 
@@ -26,7 +27,7 @@ def bare_loop(trial, steps: int) -> float:
     data = load_dataset(w.dataset, w.data)
     model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options)
-    opt = make_optimizer(trial.optimizer, model.parameters(), trial.lr)
+    opt = create_optimizer(trial.optimizer).build(list(model.parameters()), trial.lr)
     bs = trial.budget.batch_size
     perm = torch.randperm(len(data.x_train))
     spe = len(data.x_train) // bs
@@ -64,7 +65,7 @@ def main() -> None:
     for _ in range(a.repeats):  # interleaved, so drift on a noisy machine hits both alike
         bare.append(bare_loop(trial, a.steps))
         r = run_trial(trial)
-        ours.append(r["train_s"] / r["steps_done"])
+        ours.append(r.train_s / r.steps_done)
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"plain_cnn depth {a.depth} on mnist5k (7x7 maps), batch 128, {a.steps} steps, {a.threads} threads")
     print(f"bare PyTorch loop : {1000 * b:8.2f} ms/step")

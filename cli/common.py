@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
 from elrbench.errors import USER_ERRORS, TrialNotFound
-from elrbench.report import by_depth
+from elrbench.result import TrialResult
 from elrbench.spec import StudySpec, TrialSpec
+from elrbench.tables import Table, by_depth
 
 console = Console()
 err_console = Console(stderr=True)
@@ -47,22 +49,25 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def print_by_depth(rows: Iterable[dict[str, Any]]) -> None:
-    for t in by_depth(rows):
-        table = Table(title=f"trainability by depth: {t.title}", title_justify="left")
-        table.add_column("depth", justify="right")
-        for w in t.warmups:
-            table.add_column(f"warm-up: {w}", justify="right")
-        for d in t.depths:
-            table.add_row(str(d), *[t.cells[(d, w)].text() for w in t.warmups])
-        console.print(table)
+def print_table(t: Table) -> None:
+    table = RichTable(title=t.title, title_justify="left")
+    for col in t.header:
+        table.add_column(col, justify="right")
+    for row in t.rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_by_depth(rows: Iterable[TrialResult]) -> None:
+    for grid in by_depth(rows):
+        print_table(Table.of("by_depth", grid))
     console.print("cells: final test accuracy mean±std over seeds (trained/finished trials)", style="dim")
 
 
-def outcome_counts(rows: Iterable[dict[str, Any]]) -> str:
+def outcome_counts(rows: Iterable[TrialResult]) -> str:
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
 
 
@@ -82,5 +87,6 @@ def pick_trial(spec: StudySpec, trial: Optional[str], source: Path | str = "SPEC
         matches = [trials[int(trial)]]
     if len(matches) != 1:
         what = "matches no trial" if not matches else f"matches {len(matches)} trials"
-        raise TrialNotFound(f"--trial {trial!r} {what} of {spec.study_id}; list them with `elrbench show {source} --grid`")
+        raise TrialNotFound(f"--trial {trial!r} {what} of {spec.study_id}; list them with "
+                            f"`elrbench show {source} --grid`")
     return matches[0]

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from elrbench.errors import UsageError
-from elrbench.results import StudyStore
+from elrbench.store import StudyStore
 
 from .common import command, console, err_console, print_by_depth
 
@@ -23,7 +23,8 @@ def report(
                                           "(mode from the study's tracking section)"),
 ) -> None:
     """Trainability by depth: tables in the terminal, and report.html, PNG figures, CSV and Markdown tables."""
-    from elrbench.render import build, from_store, from_wandb as wandb_source
+    from elrbench.report import build, from_store
+    from elrbench.report import from_wandb as wandb_source
 
     if (study_dir is None) == (from_wandb is None):
         raise UsageError("give a study folder or --from-wandb DIR (one of them)")
@@ -41,11 +42,12 @@ def report(
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
     rep = build(src, out, trial or None)
     print_by_depth(src.rows)
-    for _, title, body in rep.tables:
-        if title.startswith("failure boundary"):
-            console.print(f"{title}: " + "; ".join(f"depth {r[0]}: " + ", ".join(
-                f"{h.removeprefix('warm-up: ')} {c}" for h, c in zip(body[0][1:], r[1:])) for r in body[1:]),
-                highlight=False, soft_wrap=True)
+    for t in rep.tables:
+        if t.kind == "boundary":
+            g = t.grid
+            console.print(f"{t.title}: " + "; ".join(f"depth {d}: " + ", ".join(
+                f"{w} {'-' if g.cells[(d, w)] is None else format(g.cells[(d, w)], 'g')}" for w in g.warmups)
+                for d in g.depths), highlight=False, soft_wrap=True)
     for n in rep.notes:
         console.print(n, style="dim")
     finish_report(rep, store if wandb else None)

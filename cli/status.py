@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from elrbench.results import StudyStore
+from elrbench.store import StudyStore
 
 from .common import command, console, outcome_counts, print_by_depth
 
@@ -21,7 +21,8 @@ def status(
         from elrbench.study import job_info
 
         info = job_info(address, str(study_dir))
-        console.print(f"job {info['job_id']}: {info['status']}" + (f" ({info['message']})" if info.get("message") else "")
+        console.print(f"job {info['job_id']}: {info['status']}"
+                      + (f" ({info['message']})" if info.get("message") else "")
                       + (f"; study folder on the cluster: {info['study_dir']}" if info.get("study_dir") else ""),
                       highlight=False, soft_wrap=True)
         return
@@ -30,7 +31,7 @@ def status(
     rows = store.results()
     console.print(f"study {meta['study_id']}: {len(rows)}/{meta['n_trials']} trials have a result "
                   f"({outcome_counts(rows)})")
-    have = {r["trial_id"] for r in rows}
+    have = {r.trial_id for r in rows}
     for tdir in sorted((store.root / "trials").glob("*")):
         if tdir.name not in have and (hist := store.history(tdir.name)):  # started, no result yet
             w = store.workers(tdir.name)
@@ -38,7 +39,7 @@ def status(
             console.print(f"  running or interrupted {tdir.name}: step {hist[-1]['step']} saved{where}",
                           highlight=False, soft_wrap=True)
     for r in rows:
-        if r["outcome"] == "failed":
-            console.print(f"  failed {r['trial_id']}: {r.get('error')}", highlight=False)
+        if r.outcome == "failed":
+            console.print(f"  failed {r.trial_id}: {r.error}", highlight=False)
     if rows:
         print_by_depth(rows)

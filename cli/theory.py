@@ -7,13 +7,18 @@ from typing import Optional
 
 import torch
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.table import Table
 
+from elrbench import elr
 from elrbench.diagnostics import grad_explosion_slope, self_check
-from elrbench.errors import UsageError
+from elrbench.errors import SpecError, UsageError
 from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
-from elrbench.spec import load_spec
-from elrbench.theory import critical_controller, critical_lr, log10_spread, simulate, steps_to_spread
+from elrbench.optimizers import OPTIMIZERS
+from elrbench.spec import OptimizerSpec, WarmupSpec, load_spec, problems_of
+from elrbench.theory import simulate, steps_to_spread
+from elrbench.warmup import WARMUPS, create_warmup
 from elrbench.workloads import create_model, load_dataset
 
 from .common import command, console, pick_trial
@@ -32,20 +37,21 @@ def critical_lr_cmd(spec: Path = typer.Argument(..., help="study spec"), overrid
     s = load_spec(spec, overrides or [])
     t = pick_trial(s, trial, spec)
     snap = init_snapshot(t)
-    elr = t.lr * snap.c_hat
+    e = t.lr * snap.c_hat
     table = Table(title=f"{t.trial_id} at initialization (batch of {len(snap.y)})", title_justify="left")
     for col in ("#", "tensor", "||W||", "||g||", "c_hat", f"ELR at lr={t.lr:g}", "classic lr/||W||^2"):
         table.add_column(col, justify="right" if col != "tensor" else "left", overflow="fold")
-    for i, (n, w, g, c, e) in enumerate(zip(snap.names, snap.w.tolist(), snap.g.tolist(), snap.c_hat.tolist(),
-                                            elr.tolist())):
-        table.add_row(str(i), n, f"{w:.4g}", f"{g:.4g}", f"{c:.4g}", f"{e:.4g}" + (" >1" if e > 1 else ""),
+    for i, (n, w, g, c, el) in enumerate(zip(snap.names, snap.w.tolist(), snap.g.tolist(), snap.c_hat.tolist(),
+                                             e.tolist())):
+        table.add_row(str(i), n, f"{w:.4g}", f"{g:.4g}", f"{c:.4g}", f"{el:.4g}" + (" >1" if el > 1 else ""),
                       f"{t.lr / (w * w):.4g}")
     console.print(table)
-    eta = critical_lr(snap.c_hat)
-    console.print(f"ELR spread log10(max/min) = {float(log10_spread(snap.c_hat)):.3f}   "
-                  f"std of log10 ELR = {float(torch.log10(elr).std(unbiased=False)):.3f}")
+    eta = float(elr.critical_lr(snap.c_hat.double()))
+    console.print(f"ELR spread log10(max/min) = {float(elr.spread(snap.c_hat.double())):.3f}   "
+                  f"std of log10 ELR = {float(elr.spread_std(e.double())):.3f}")
     console.print(f"eta_crit = 1/sqrt(c_max c_min) = {eta:.4g}   target lr = {t.lr:g}   "
-                  f"({'the critical warm-up would act: lr > eta_crit' if t.lr > eta else 'lr <= eta_crit: no warm-up needed by this rule'})")
+                  + ("(the critical warm-up would act: lr > eta_crit)" if t.lr > eta
+                     else "(lr <= eta_crit: no warm-up needed by this rule)"))
     console.print(f"gradient explosion: slope of log10 ||g|| over layer position = "
                   f"{grad_explosion_slope(snap.g):+.4f} per layer")
 
@@ -87,18 +93,25 @@ def simulate_cmd(
     top: float = typer.Option(10.0, help="toy: log10 of the largest base gradient"),
     lr: float = typer.Option(0.1, help="target learning rate"),
     steps: int = typer.Option(200),
-    optimizer: str = typer.Option("sgd", help="sgd | sgdm | adam | adamw"),
-    momentum: float = typer.Option(0.9),
+    optimizer: str = typer.Option("sgd", help=f"one of {', '.join(OPTIMIZERS.names())}"),
+    momentum: Optional[float] = typer.Option(None, help="sgdm's momentum (default 0.9)"),
     weight_decay: float = typer.Option(0.0),
-    warmup: str = typer.Option("none", help="none | critical"),
+    warmup: str = typer.Option("none", help=f"one of {', '.join(WARMUPS.names())}, with options as in a spec: "
+                                            "'{name: linear, steps: 50}'"),
+    trains_at: Optional[int] = typer.Option(None, help="for warm-ups that read the training accuracy (he_classic): "
+                                                       "the step from which the batch accuracy counts as 1 (the "
+                                                       "model has no data)"),
     dim: int = typer.Option(32, help="reduced weight dimension per layer"),
     png: Optional[Path] = typer.Option(None, help="write the ELR trajectories to this PNG"),
 ) -> None:
-    """Predicted ELR trajectories from the random-walk model (a toy, or a real network's c_l at init)."""
-    if optimizer not in ("sgd", "sgdm", "adam", "adamw"):
-        raise UsageError(f"--optimizer {optimizer!r}: use sgd, sgdm, adam or adamw")
-    if warmup not in ("none", "critical"):
-        raise UsageError(f"--warmup {warmup!r}: the simulator knows none and critical")
+    """Predicted ELR trajectories from the random-walk model (a toy, or a real network's c_l at init),
+    with any registered optimizer and warm-up."""
+    opt = _option("--optimizer", OptimizerSpec, {"name": optimizer, "momentum": momentum, "weight_decay": weight_decay})
+    warm_spec = _option("--warmup", WarmupSpec, warmup)
+    warm = create_warmup(warm_spec.name, warm_spec.options, steps, opt)
+    if warm.needs_batch_acc and trains_at is None:
+        raise UsageError(f"--warmup {warm_spec.name} reads the training accuracy, which the random-walk model does "
+                         "not have: give --trains-at STEP")
     if spec is not None:
         t = pick_trial(load_spec(spec), trial, spec)
         snap = init_snapshot(t)
@@ -106,9 +119,10 @@ def simulate_cmd(
     else:
         c = torch.logspace(top, top - spread, layers, dtype=torch.float64)
         w0, title = torch.ones(layers, dtype=torch.float64), f"toy: {layers} layers, c_l spread 10^{spread:g}"
-    schedule = critical_controller(lr) if warmup == "critical" else lr
-    tr = simulate(c, w0, schedule, steps, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, dim=dim)
-    table = Table(title=f"{title}; {optimizer}, lr {lr:g}, warm-up {warmup}", title_justify="left")
+    acc = (lambda step: float(step >= trains_at)) if trains_at is not None else None
+    tr = simulate(c, w0, lr, steps, optimizer=opt, warmup=warm, batch_acc=acc, dim=dim)
+    title = f"{title}; {opt.name}, lr {lr:g}, warm-up {warm_spec.label}"
+    table = Table(title=title, title_justify="left")
     for col in ("step", "lr", "log10 spread", "min ELR", "max ELR"):
         table.add_column(col, justify="right")
     marks = sorted({0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, steps - 1} & set(range(steps)))
@@ -116,30 +130,30 @@ def simulate_cmd(
         table.add_row(str(i), f"{float(tr.lr[i]):.3g}", f"{float(tr.spread[i]):.3f}",
                       f"{float(tr.elr[i].min()):.3g}", f"{float(tr.elr[i].max()):.3g}")
     console.print(table)
-    if warmup == "none" and optimizer == "sgd":
+    if warm_spec.name == "none" and opt.name == "sgd":
         e0 = lr * c / w0**2
         if float(e0.max()) < 1:
             console.print(f"closed form: spread < 0.05 after {steps_to_spread(e0, 0.05)} steps")
         else:  # the continuous form ignores the overshoot of a step with E > 1
             console.print("closed form: not applicable while some layer has ELR > 1 (it would overshoot)")
     if png:
-        import matplotlib
+        from elrbench.plots import trajectory
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-        steps_axis = torch.arange(steps).numpy()
-        for j in range(tr.elr.shape[1]):
-            ax[0].plot(steps_axis + 1, tr.elr[:, j].numpy(), lw=0.6, color=plt.cm.viridis(j / max(tr.elr.shape[1] - 1, 1)))
-        ax[0].set(xscale="log", yscale="log", xlabel="step", ylabel="ELR (lr ||g||/||W||)", title="per-layer ELR")
-        ax[1].plot(steps_axis + 1, tr.spread.numpy())
-        ax[1].set(xscale="log", xlabel="step", ylabel="log10 max/min ELR", title="ELR spread")
-        fig.suptitle(f"{title}; {optimizer}, lr {lr:g}, warm-up {warmup}", fontsize=9)
-        fig.tight_layout()
         png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=110)
+        png.write_bytes(trajectory(tr, title))
         console.print(f"wrote {png}")
+
+
+def _option(flag: str, model, value):
+    """A spec part given on the command line: a name, or a YAML mapping as in a spec."""
+    try:
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = yaml.safe_load(value)
+        return model.model_validate(value)
+    except yaml.YAMLError as e:
+        raise UsageError(f"{flag}: not YAML: {str(e).splitlines()[0]}") from None
+    except ValidationError as e:
+        raise SpecError(problems_of(e), flag) from None
 
 
 @app.command("scan")
@@ -198,8 +212,7 @@ def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
         table.add_column(col, justify="right")
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     for r in rows:
-        table.add_row(str(r["depth"]), f"{r['lr']:g}", r["optimizer"], r["warmup"], fmt(r["spread_early_mean"]),
-                      fmt(r["spread_mean"]), fmt(r["spread_max"]), str(r["overshoot_steps"]), str(r["dead_layers_max"]),
-                      str(r["warmup_steps"]),
-                      fmt(r["final_test_acc"]), r["outcome"])
+        table.add_row(str(r.depth), f"{r.lr:g}", r.optimizer, r.warmup, fmt(r.spread_early_mean), fmt(r.spread_mean),
+                      fmt(r.spread_max), str(r.overshoot_steps), str(r.dead_layers_max), str(r.warmup_steps),
+                      fmt(r.final_test_acc), r.outcome)
     console.print(table)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import typer
 
-from elrbench.results import StudyStore
 from elrbench.spec import load_spec
+from elrbench.store import StudyStore
 from elrbench.train import run_trial
 
 from .common import command, console, pick_trial
@@ -30,8 +30,8 @@ def train(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "step"),
             highlight=False)
 
-    row = run_trial(t, store, resume=not fresh, progress=show)
-    acc = row["final_test_acc"]
-    console.print(f"outcome: [bold]{row['outcome']}[/bold]  final test acc: "
-                  f"{'n/a' if acc is None else f'{acc:.4f}'} (threshold {row['threshold']})  "
-                  f"{row['steps_done']} steps, {row['step_ms']:.1f} ms/step")
+    r = run_trial(t, store, resume=not fresh, progress=show)
+    acc = r.final_test_acc
+    console.print(f"outcome: [bold]{r.outcome}[/bold]  final test acc: "
+                  f"{'n/a' if acc is None else f'{acc:.4f}'} (threshold {r.threshold})  "
+                  f"{r.steps_done} steps, {r.step_ms:.1f} ms/step")

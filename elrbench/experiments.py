@@ -1,6 +1,6 @@
 """Experiments that test the weight-dynamics model against real training (issue: the ELR science).
 
-Each function returns plain numbers; `elrbench theory experiments` prints them and docs/science.md
+Each function returns plain numbers; `elrbench theory ...` prints them and docs/science.md
 records them. They are measurements: the tests check that they run and are sane, not that the
 paper's claims hold.
 """
@@ -13,10 +13,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from elrbench import elr
 from elrbench.diagnostics import require
-from elrbench.results import StudyStore
+from elrbench.result import TrialResult
 from elrbench.spec import StudySpec, TrialSpec
-from elrbench.theory import critical_lr, log10_spread, one_step_spread, simulate
+from elrbench.store import StudyStore
+from elrbench.theory import one_step_spread, simulate
 from elrbench.train import _seed, plan, run_trial
 from elrbench.workloads import create_model, load_dataset
 
@@ -33,7 +35,7 @@ class Snapshot:
 
     @property
     def c_hat(self) -> torch.Tensor:
-        return self.g / self.w
+        return elr.c_hat(self.w, self.g)
 
 
 def _grads(model: torch.nn.Module, params, x, y) -> torch.Tensor:
@@ -69,7 +71,7 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
     learning rate). The model's prediction of the same curve comes along.
     """
     snap = init_snapshot(trial)
-    eta_crit = critical_lr(snap.c_hat)
+    eta_crit = float(elr.critical_lr(snap.c_hat.double()))
     if lrs is None:
         lrs = eta_crit * torch.logspace(-3, 3, points, dtype=torch.float64)
     start = copy.deepcopy(snap.model.state_dict())
@@ -82,7 +84,7 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
                 q.add_(q.grad, alpha=-eta)
         g = _grads(snap.model, snap.params, snap.x, snap.y)
         w = torch.stack([q.detach().norm() for q in snap.params])
-        measured.append(float(log10_spread(g / w)))
+        measured.append(float(elr.spread(elr.c_hat(w, g).double())))
     snap.model.load_state_dict(start)
     measured_t = torch.tensor(measured, dtype=torch.float64)
     predicted = one_step_spread(snap.c_hat, lrs)
@@ -90,7 +92,7 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
     return {
         "layers": len(snap.names), "eta_crit": eta_crit, "empirical_argmin": best, "ratio": best / eta_crit,
         "model_argmin": float(lrs[int(predicted.argmin())]),
-        "spread_init": float(log10_spread(snap.c_hat)), "spread_min_measured": float(measured_t.min()),
+        "spread_init": float(elr.spread(snap.c_hat.double())), "spread_min_measured": float(measured_t.min()),
         "spread_min_predicted": float(predicted.min()), "target_lr": trial.lr,
         "max_elr_at_target": float((trial.lr * snap.c_hat).max()),
         "lrs": lrs.tolist(), "measured": measured, "predicted": predicted.tolist(),
@@ -105,11 +107,9 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
     run_trial(trial, store, resume=False)
     names, rows = store.layers(trial.trial_id)
     steps = rows[-1]["step"]
-    opt = trial.optimizer
-    lr_by_step = {r["step"]: r["lr"][0] for r in rows}
-    sim = simulate(snap.w * snap.g, snap.w, lambda t, _: lr_by_step.get(t + 1, trial.lr), steps,
-                   optimizer=opt.name, momentum=opt.momentum or 0.0, nesterov=opt.nesterov,
-                   weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps)
+    lr_by_step = {r["step"]: r["lr"][0] for r in rows}  # the rates the run applied, warm-up included
+    sim = simulate(snap.w * snap.g, snap.w, trial.lr, steps, optimizer=trial.optimizer,
+                   schedule=lambda t: lr_by_step.get(t + 1, trial.lr))
     out = []
     for r in rows:
         s = r["step"]  # the row describes the update that made step s, taken at weights of step s-1
@@ -120,20 +120,15 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
             "step": s,
             "w_rel_err_median": float(((w_pred - w_meas).abs() / w_meas).median()),
             "elr_log10_err_median": float((torch.log10(e_pred) - torch.log10(e_meas)).abs().median()),
-            "spread_measured": float(log10_spread(e_meas)), "spread_predicted": float(log10_spread(e_pred)),
+            "spread_measured": float(elr.spread(e_meas)), "spread_predicted": float(elr.spread(e_pred)),
             "c_drift_median": float(((w_meas * torch.tensor(r["g_norm"], dtype=torch.float64))
                                      / (snap.w * snap.g)).log10().abs().median()),
         })
     return {"layers": len(names), "steps": steps, "rows": out}
 
 
-def spread_summary(spec: StudySpec) -> list[dict[str, Any]]:
-    """Run a (small) study inline and return each trial's spread summaries (warm-up comparisons)."""
+def spread_summary(spec: StudySpec) -> list[TrialResult]:
+    """Run a (small) study inline, reusing finished trials, and return every trial's result (its
+    spread summaries are what warm-up comparisons read)."""
     store = StudyStore.create(spec)
-    rows = []
-    for t in spec.expand():
-        r = store.result(t.trial_id) if store.finished(t.trial_id) else run_trial(t, store)
-        rows.append({k: r[k] for k in ("trial_id", "depth", "lr", "optimizer", "warmup", "spread_early_mean",
-                                        "spread_mean", "spread_max", "overshoot_steps", "dead_layers_max", "warmup_steps",
-                                        "final_test_acc", "outcome")})
-    return rows
+    return [store.result(t.trial_id) if store.finished(t.trial_id) else run_trial(t, store) for t in spec.expand()]

@@ -1,44 +1,52 @@
-"""The report's figures (matplotlib, Agg), each returned as PNG bytes."""
+"""The report's figures, each returned as PNG bytes.
+
+Figures are matplotlib Figure objects drawn without pyplot, so no backend is chosen and no global
+state is touched: importing or calling this module changes nothing for the rest of the process.
+"""
 from __future__ import annotations
 
 import io
 import math
 import statistics
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from elrbench import elr
+from elrbench.theory import closed_form
 
-import torch  # noqa: E402
+if TYPE_CHECKING:
+    from elrbench.result import TrialResult
+    from elrbench.theory import Trajectory
 
-from elrbench.theory import closed_form, log10_spread  # noqa: E402
+MARKERS = "osD^v<>"
+DASHES = ("-", "--", ":", "-.")  # distinct dashes: identical curves stay visible
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
-def spread_curves(title: str, trials: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> bytes:
+def spread_curves(title: str, trials: list[tuple[TrialResult, list[dict[str, Any]]]]) -> bytes:
     """ELR spread against step: one panel per depth, one line per warm-up (mean over seeds)."""
-    depths = sorted({r["depth"] for r, _ in trials})
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False, sharey=True)
+    depths = sorted({r.depth for r, _ in trials})
+    fig = Figure(figsize=(3.6 * len(depths), 3.2))
+    axes = fig.subplots(1, len(depths), squeeze=False, sharey=True)
     for ax, d in zip(axes[0], depths):
         by_warm: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r, hist in trials:
-            if r["depth"] == d:
+            if r.depth == d:
                 for h in hist:
                     if h.get("elr_spread") is not None and math.isfinite(h["elr_spread"]):
-                        by_warm[r["warmup"]][h["step"]].append(h["elr_spread"])
-        for i, (w, pts) in enumerate(by_warm.items()):  # distinct dashes: identical curves stay visible
+                        by_warm[r.warmup][h["step"]].append(h["elr_spread"])
+        for i, (w, pts) in enumerate(by_warm.items()):
             steps = sorted(pts)
-            ax.plot(steps, [statistics.fmean(pts[s]) for s in steps], label=w, lw=1.4,
-                    ls=("-", "--", ":", "-.")[i % 4])
+            ax.plot(steps, [statistics.fmean(pts[s]) for s in steps], label=w, lw=1.4, ls=DASHES[i % 4])
         ax.set_title(f"depth {d}", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -48,31 +56,33 @@ def spread_curves(title: str, trials: list[tuple[dict[str, Any], list[dict[str, 
     return _png(fig)
 
 
-def layer_heatmap(row: dict[str, Any], names: list[str], layers: list[dict[str, Any]]) -> bytes:
+def layer_heatmap(row: TrialResult, names: list[str], layers: list[dict[str, Any]]) -> bytes:
     """log10 ELR per layer (rows, input at the top) and logged step (columns)."""
     grid = [[math.log10(e) if e > 0 else float("nan") for e in lr["elr"]] for lr in layers]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, min(8, 0.08 * len(names) + 2))))
+    fig = Figure(figsize=(7, max(2.5, min(8, 0.08 * len(names) + 2))))
+    ax = fig.subplots()
     im = ax.imshow(torch.tensor(grid).T.numpy(), aspect="auto", cmap="viridis", interpolation="nearest",
                    extent=(layers[0]["step"], layers[-1]["step"], len(names) - 0.5, -0.5))
     fig.colorbar(im, ax=ax, label="log10 ELR")
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")
-    ax.set_title(f"{row['trial_id']}: {row['outcome']}", fontsize=9)
+    ax.set_title(f"{row.trial_id}: {row.outcome}", fontsize=9)
     return _png(fig)
 
 
-def spread_vs_accuracy(rows: list[dict[str, Any]]) -> bytes:
+def spread_vs_accuracy(rows: list[TrialResult]) -> bytes:
     """Run-averaged ELR spread against final test accuracy, one point per trial."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    warmups = list(dict.fromkeys(r["warmup"] for r in rows))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    warmups = list(dict.fromkeys(r.warmup for r in rows))
     markers = "osD^v<>pP*"
-    depths = sorted({r["depth"] for r in rows})
-    cmap = plt.get_cmap("plasma", max(2, len(depths)))
+    depths = sorted({r.depth for r in rows})
+    cmap = matplotlib.colormaps["plasma"].resampled(max(2, len(depths)))
     for i, w in enumerate(warmups):
-        pts = [r for r in rows if r["warmup"] == w and r.get("spread_mean") is not None]
-        ax.scatter([r["spread_mean"] for r in pts], [r["final_test_acc"] if r.get("final_test_acc") is not None
-                                                     else 0.0 for r in pts],
-                   c=[cmap(depths.index(r["depth"])) for r in pts], marker=markers[i % len(markers)],
+        pts = [r for r in rows if r.warmup == w and r.spread_mean is not None]
+        ax.scatter([r.spread_mean for r in pts], [r.final_test_acc if r.final_test_acc is not None else 0.0
+                                                  for r in pts],
+                   c=[cmap(depths.index(r.depth)) for r in pts], marker=markers[i % len(markers)],
                    label=w, edgecolors="k", linewidths=0.4, s=36)
     for j, d in enumerate(depths):
         ax.scatter([], [], color=cmap(j), label=f"depth {d}", s=20)
@@ -83,22 +93,22 @@ def spread_vs_accuracy(rows: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def predicted_vs_measured(row: dict[str, Any], layers: list[dict[str, Any]]) -> bytes:
+def predicted_vs_measured(row: TrialResult, layers: list[dict[str, Any]]) -> bytes:
     """Measured ELR spread against the model's prediction from the first logged ELRs:
     E_l(t) = 1/sqrt(E_l(0)^-2 + 2t) (constant learning rate, constant base gradients)."""
     steps = [lr["step"] for lr in layers]
-    measured = [log10_spread(torch.tensor([e for e, g in zip(lr["elr"], lr["g_norm"]) if g > 0])).item()
-                for lr in layers]
-    live = [i for i, g in enumerate(layers[0]["g_norm"]) if g > 0]
-    e0 = torch.tensor([layers[0]["elr"][i] for i in live], dtype=torch.float64)
+    measured = [elr.spread(torch.tensor(lr["elr"], dtype=torch.float64)).item() for lr in layers]
+    e0 = torch.tensor(layers[0]["elr"], dtype=torch.float64)
+    e0 = e0[elr.live(e0)]
     t = torch.tensor(steps, dtype=torch.float64) - steps[0]
-    predicted = log10_spread(closed_form(e0[None, :], t[:, None])).tolist()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    predicted = elr.spread(closed_form(e0[None, :], t[:, None])).tolist()
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(steps, measured, label="measured", lw=1.6)
     ax.plot(steps, predicted, "--", label="model from the first logged ELRs", lw=1.4)
     ax.set_xlabel("step")
     ax.set_ylabel("ELR spread log10(max/min)")
-    ax.set_title(row["trial_id"], fontsize=9)
+    ax.set_title(row.trial_id, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -107,11 +117,12 @@ def predicted_vs_measured(row: dict[str, Any], layers: list[dict[str, Any]]) -> 
 def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: dict, threshold: float | None) -> bytes:
     """The study's answer at a glance: final test accuracy (mean and std over seeds) against depth,
     one line per warm-up; the 'trained' threshold dashed."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     for i, w in enumerate(warmups):
         pts = [(d, cells[(d, w)]) for d in depths if cells[(d, w)].acc_mean is not None]
         ax.errorbar([d for d, _ in pts], [c.acc_mean for _, c in pts], yerr=[c.acc_std or 0.0 for _, c in pts],
-                    label=w, marker="osD^v<>"[i % 7], capsize=3, lw=1.4, ls=("-", "--", ":", "-.")[i % 4])
+                    label=w, marker=MARKERS[i % 7], capsize=3, lw=1.4, ls=DASHES[i % 4])
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls="--", lw=0.8, label=f"trained >= {threshold:g}")
     ax.set_xscale("log", base=2)
@@ -122,4 +133,20 @@ def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="warm-up", title_fontsize=8)
     ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def trajectory(tr: Trajectory, title: str) -> bytes:
+    """A simulated run: every layer's ELR (colour: input to output) and the spread, against step."""
+    fig = Figure(figsize=(11, 4))
+    ax = fig.subplots(1, 2)
+    steps = torch.arange(1, tr.elr.shape[0] + 1).numpy()
+    cmap, n = matplotlib.colormaps["viridis"], tr.elr.shape[1]
+    for j in range(n):
+        ax[0].plot(steps, tr.elr[:, j].numpy(), lw=0.6, color=cmap(j / max(n - 1, 1)))
+    ax[0].set(xscale="log", yscale="log", xlabel="step", ylabel="ELR (lr ||g||/||W||)", title="per-layer ELR")
+    ax[1].plot(steps, tr.spread.numpy())
+    ax[1].set(xscale="log", xlabel="step", ylabel="log10 max/min ELR", title="ELR spread")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _png(fig)

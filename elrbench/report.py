@@ -1,154 +1,242 @@
-"""Trainability by depth from result rows (pure functions; rendering lives in the CLI)."""
+"""`elrbench report`: the trainability report of a study (finished or still running) from its
+results store, or from W&B offline run files alone. Writes into one folder:
+
+    report.html         one self-contained page (styles inline, figures embedded; opens offline)
+    tables/<key>.csv    each table, and the same as Markdown in tables/<key>.md
+    figures/<key>.png   each figure
+
+The tables come from elrbench/tables.py; the figures from the builders in FIGURES, each a function
+of the report's context that returns its figures (and may add a note when it has nothing to draw).
+"""
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Iterable
+import base64
+import csv
+import html
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from elrbench import plots
+from elrbench.result import IDENTITY, TrialResult
+from elrbench.store import StudyStore, atomic_write
+from elrbench.tables import Table, best_lr, by_depth, failure_boundary, make_cell, slug, spreads
+
+History = Callable[[str], list[dict[str, Any]]]
+Layers = Callable[[str], tuple[list[str], list[dict[str, Any]]]]
+
+
+@dataclass
+class Source:
+    """What a report is built from: results and, per trial, its history and per-layer rows."""
+
+    title: str
+    rows: list[TrialResult]
+    history: History
+    layers: Optional[Layers]  # None: not available (W&B files hold per-layer tables only now and then)
+    n_planned: Optional[int] = None
+    origin: str = ""
 
 
 @dataclass(frozen=True)
-class Cell:
-    n: int  # trials finished in this cell (over seeds)
-    trained: int
-    diverged: int
-    failed: int
-    acc_mean: float | None  # final test accuracy over the non-diverged, non-failed trials
-    acc_std: float | None
-
-    @property
-    def trained_fraction(self) -> float:
-        return self.trained / self.n if self.n else 0.0
-
-    def text(self) -> str:
-        if not self.n:
-            return "-"
-        acc = "n/a" if self.acc_mean is None else f"{self.acc_mean:.3f}" + (
-            f"±{self.acc_std:.3f}" if self.acc_std is not None else "")
-        extra = "".join([f" div {self.diverged}" if self.diverged else "", f" fail {self.failed}" if self.failed else ""])
-        return f"{acc} ({self.trained}/{self.n} trained{extra})"
+class Figure:
+    key: str  # file name
+    caption: str
+    path: Path
 
 
-@dataclass(frozen=True)
-class DepthTable:
-    title: str  # workload and the fixed grid values of this table
-    depths: list[int]
-    warmups: list[str]
-    cells: dict[tuple[int, str], Cell]
+@dataclass
+class Report:
+    out: Path
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def make_cell(rows: list[dict[str, Any]]) -> Cell:
-    accs = [r["final_test_acc"] for r in rows if r.get("final_test_acc") is not None]
-    return Cell(
-        n=len(rows),
-        trained=sum(r["outcome"] == "trained" for r in rows),
-        diverged=sum(r["outcome"] == "diverged" for r in rows),
-        failed=sum(r["outcome"] == "failed" for r in rows),
-        acc_mean=statistics.fmean(accs) if accs else None,
-        acc_std=statistics.stdev(accs) if len(accs) > 1 else None,
-    )
+def from_store(store: StudyStore) -> Source:
+    meta = store.meta()
+    return Source(meta["study_id"], store.results(), store.history, store.layers, meta.get("n_trials"),
+                  f"results store {store.root}")
 
 
-def by_depth(rows: Iterable[dict[str, Any]]) -> list[DepthTable]:
-    """One table per (workload, lr, optimizer, schedule): rows depth, columns warm-up, cells over seeds."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["workload"], r["lr"], r["optimizer"], r["schedule"])].append(r)
-    tables = []
-    for (workload, lr, opt, sched), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        depths = sorted({r["depth"] for r in rs})
-        warmups = list(dict.fromkeys(r["warmup"] for r in rs))
-        cells = {}
-        for d in depths:
-            for w in warmups:
-                cells[(d, w)] = make_cell([r for r in rs if r["depth"] == d and r["warmup"] == w])
-        tables.append(DepthTable(f"{workload}  lr={lr:g}  {opt}  {sched}", depths, warmups, cells))
-    return tables
+def from_wandb(folder: Path) -> Source:
+    """Results and histories rebuilt from the trial runs' config (the trial) and summary (its result)."""
+    from elrbench.spec import TrialSpec
+    from elrbench.tracking import read_offline_runs
+
+    runs = [r for r in read_offline_runs(folder) if r.get("job_type") != "report"]
+    rows, hist = [], {}
+    for run in runs:
+        t = TrialSpec.model_validate({**run["config"], "tracking": {}})  # tracking is not logged in config
+        recorded = {k: v for k, v in run["summary"].items() if k in TrialResult.model_fields and k not in IDENTITY}
+        rows.append(TrialResult(trial_id=t.trial_id, index=t.index, **t.point(), **recorded))
+        hist[t.trial_id] = [{"step": h["_step"], **h} for h in run["history"] if "_step" in h]
+    rows.sort(key=lambda r: r.index)
+    title = runs[0]["group"] if runs else Path(folder).name
+    return Source(title, rows, lambda tid: hist.get(tid, []), None, None, f"W&B offline runs under {folder}")
 
 
-# ---------------------------------------------------------------- across learning rates
-def _groups(rows: Iterable[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["workload"], r["optimizer"], r["schedule"])].append(r)
-    return dict(sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))))
+def choose_trials(rows: list[TrialResult], wanted: Optional[list[str]]) -> list[TrialResult]:
+    """The trials shown in detail: those asked for (id or unique prefix), else the deepest depth's
+    first seed at the first learning rate, one per warm-up (at most 4)."""
+    if wanted:
+        return [r for w in wanted for r in rows if r.trial_id == w or r.trial_id.startswith(w)]
+    done = [r for r in rows if r.outcome != "failed"]
+    if not done:
+        return []
+    deep, lr, seed = max(r.depth for r in done), done[0].lr, min(r.seed for r in done)
+    return [r for r in done if r.depth == deep and r.lr == lr and r.seed == seed][:4]
 
 
-def _rank(c: Cell) -> tuple:
-    # best: highest mean final accuracy, then more trained, then fewer diverged
-    return (c.acc_mean if c.acc_mean is not None else -1.0, c.trained_fraction, -c.diverged)
+# ---------------------------------------------------------------- tables
+def tables_of(rows: list[TrialResult]) -> tuple[list[Table], list[str]]:
+    """Every table of the report, in order, and notes on the ones it cannot have."""
+    tables = [Table.of("by_depth", g) for g in by_depth(rows)] + [Table.of("spread", g) for g in spreads(rows)]
+    if len({r.lr for r in rows}) > 1:
+        tables += [Table.of("best_lr", g) for g in best_lr(rows)]
+        tables += [Table.of("boundary", g) for g in failure_boundary(rows)]
+        return tables, []
+    return tables, ["The failure boundary (largest learning rate that still trains) needs a grid of several "
+                    "learning rates; this study has one."]
 
 
-def best_lr(rows: Iterable[dict[str, Any]]) -> list[tuple[DepthTable, dict[tuple[int, str], float]]]:
-    """Per (workload, optimizer, schedule): each (depth, warm-up) cell at its own best learning rate
-    (highest mean final test accuracy over seeds), and which learning rate that was."""
+# ---------------------------------------------------------------- figures
+@dataclass
+class Context:
+    """What a figure builder may read: the source, the by-depth tables, the trials chosen for detail."""
+
+    src: Source
+    depth_tables: list[Table]
+    chosen: list[TrialResult]
+    notes: list[str]
+
+
+Drawn = tuple[str, str, bytes]  # (name, caption, png)
+
+
+def accuracy_figures(ctx: Context) -> list[Drawn]:
     out = []
-    for (workload, opt, sched), rs in _groups(rows).items():
-        depths = sorted({r["depth"] for r in rs})
-        warmups = list(dict.fromkeys(r["warmup"] for r in rs))
-        cells, chosen = {}, {}
-        for d in depths:
-            for w in warmups:
-                per_lr = {lr: make_cell([r for r in rs if r["depth"] == d and r["warmup"] == w and r["lr"] == lr])
-                          for lr in sorted({r["lr"] for r in rs})}
-                per_lr = {lr: c for lr, c in per_lr.items() if c.n}
-                if per_lr:
-                    lr = max(per_lr, key=lambda k: _rank(per_lr[k]))
-                    cells[(d, w)], chosen[(d, w)] = per_lr[lr], lr
-                else:
-                    cells[(d, w)] = make_cell([])
-        out.append((DepthTable(f"{workload}  best lr  {opt}  {sched}", depths, warmups, cells), chosen))
+    for t in ctx.depth_tables:
+        g = t.grid
+        thr = next((r.threshold for r in ctx.src.rows if g.group.holds(r)), None)
+        label = g.group.label
+        out.append((f"accuracy-{label}", f"Final test accuracy against depth, mean ± std over seeds: {label}",
+                    plots.accuracy_by_depth(label, g.depths, g.warmups, g.cells, thr)))
     return out
 
 
-def failure_boundary(rows: Iterable[dict[str, Any]], majority: float = 0.5) -> list[tuple[str, list[int], list[str],
-                                                                                         dict[tuple[int, str], float | None]]]:
-    """Per (workload, optimizer, schedule): for each depth and warm-up, the largest learning rate of
-    the grid at which at least `majority` of the finished seeds trained (None: no learning rate did)."""
+def spread_figures(ctx: Context) -> list[Drawn]:
     out = []
-    for (workload, opt, sched), rs in _groups(rows).items():
-        depths = sorted({r["depth"] for r in rs})
-        warmups = list(dict.fromkeys(r["warmup"] for r in rs))
-        edge: dict[tuple[int, str], float | None] = {}
-        for d in depths:
-            for w in warmups:
-                ok = [lr for lr in {r["lr"] for r in rs if r["depth"] == d and r["warmup"] == w}
-                      if (c := make_cell([r for r in rs if r["depth"] == d and r["warmup"] == w and r["lr"] == lr])).n
-                      and c.trained / c.n >= majority]
-                edge[(d, w)] = max(ok) if ok else None
-        out.append((f"{workload}  {opt}  {sched}", depths, warmups, edge))
+    for t in ctx.depth_tables:
+        label = t.grid.group.label
+        with_hist = [(r, ctx.src.history(r.trial_id)) for r in ctx.src.rows if t.grid.group.holds(r)]
+        if any(h for _, h in with_hist):
+            out.append((f"spread-{label}", f"ELR spread against step, mean over seeds: {label}",
+                        plots.spread_curves(label, with_hist)))
     return out
 
 
-def table_rows(t: DepthTable, chosen: dict[tuple[int, str], float] | None = None) -> list[list[str]]:
-    """A depth table as text rows (header first), for CSV, Markdown and HTML alike."""
-    head = ["depth", *[f"warm-up: {w}" for w in t.warmups]]
-    body = []
-    for d in t.depths:
-        cells = []
-        for w in t.warmups:
-            text = t.cells[(d, w)].text()
-            if chosen and (d, w) in chosen:
-                text += f" @ lr {chosen[(d, w)]:g}"
-            cells.append(text)
-        body.append([str(d), *cells])
-    return [head, *body]
+def scatter_figure(ctx: Context) -> list[Drawn]:
+    rows = [r for r in ctx.src.rows if r.spread_mean is not None]
+    if not rows:
+        return []
+    return [("spread-vs-accuracy", "Run-averaged ELR spread against final test accuracy, one point per trial",
+             plots.spread_vs_accuracy(rows))]
 
 
-def boundary_rows(depths: list[int], warmups: list[str], edge: dict[tuple[int, str], float | None]) -> list[list[str]]:
-    return [["depth", *[f"warm-up: {w}" for w in warmups]],
-            *[[str(d), *["-" if edge[(d, w)] is None else f"{edge[(d, w)]:g}" for w in warmups]] for d in depths]]
+def heatmap_figures(ctx: Context) -> list[Drawn]:
+    if ctx.src.layers is None:
+        ctx.notes.append("Per-layer heatmaps need the results store's layers.jsonl (not in W&B files).")
+        return []
+    out = []
+    for r in ctx.chosen:
+        names, layers = ctx.src.layers(r.trial_id)
+        if layers:
+            out.append((f"heatmap-{r.trial_id}", f"Per-layer ELR (log10) by step: {r.trial_id}",
+                        plots.layer_heatmap(r, names, layers)))
+    return out
 
 
-def spread_rows(t: DepthTable, rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The same grid as a depth table, cells: run-averaged ELR spread over the first K steps and over
-    the run (mean over seeds, log10 max/min)."""
-    def cell(d: int, w: str) -> str:
-        rs = [r for r in rows if r["depth"] == d and r["warmup"] == w and r.get("spread_mean") is not None]
-        if not rs:
-            return "-"
-        early = [r["spread_early_mean"] for r in rs if r.get("spread_early_mean") is not None]
-        return (f"{statistics.fmean(early):.2f} / " if early else "- / ") + f"{statistics.fmean(r['spread_mean'] for r in rs):.2f}"
+def model_figures(ctx: Context) -> list[Drawn]:
+    """Measured spread against the weight-dynamics model, for what the model describes: plain SGD at a
+    constant learning rate without warm-up."""
+    if ctx.src.layers is None:
+        return []
+    plain = [r for r in ctx.chosen if r.warmup == "none" and r.schedule == "constant" and r.optimizer == "sgd"]
+    out = []
+    for r in plain[:2]:
+        _, layers = ctx.src.layers(r.trial_id)
+        if len(layers) > 1:
+            out.append((f"predicted-{r.trial_id}", "Measured ELR spread against the weight-dynamics model "
+                        f"(constant lr, constant base gradients), from the first logged ELRs: {r.trial_id}",
+                        plots.predicted_vs_measured(r, layers)))
+    if not plain:
+        ctx.notes.append("Predicted against measured ELR curves are drawn for plain SGD at a constant "
+                         "learning rate without warm-up (what the model describes); no chosen trial is one.")
+    return out
 
-    return [["depth", *[f"warm-up: {w}" for w in t.warmups]],
-            *[[str(d), *[cell(d, w) for w in t.warmups]] for d in t.depths]]
+
+FIGURES: list[Callable[[Context], list[Drawn]]] = [
+    accuracy_figures, spread_figures, scatter_figure, heatmap_figures, model_figures]
+
+
+# ---------------------------------------------------------------- the report
+def build(src: Source, out: Path, trials: Optional[list[str]] = None) -> Report:
+    rep = Report(Path(out))
+    (rep.out / "tables").mkdir(parents=True, exist_ok=True)
+    (rep.out / "figures").mkdir(parents=True, exist_ok=True)
+    rep.tables, rep.notes = tables_of(src.rows)
+    for t in rep.tables:
+        _write_table(rep.out / "tables", t)
+    ctx = Context(src, [t for t in rep.tables if t.kind == "by_depth"], choose_trials(src.rows, trials), rep.notes)
+    for builder in FIGURES:
+        for name, caption, png in builder(ctx):
+            path = rep.out / "figures" / f"{slug(name)}.png"
+            path.write_bytes(png)
+            rep.figures.append(Figure(slug(name), caption, path))
+    atomic_write(rep.out / "report.html", _html(src, rep))
+    return rep
+
+
+def _write_table(folder: Path, t: Table) -> None:
+    buf = io.StringIO()
+    csv.writer(buf).writerows([t.header, *t.rows])
+    atomic_write(folder / f"{t.key}.csv", buf.getvalue())
+    md = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |", "|" + " --- |" * len(t.header)]
+    md += ["| " + " | ".join(r) + " |" for r in t.rows]
+    atomic_write(folder / f"{t.key}.md", "\n".join(md) + "\n")
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}
+th{background:#eee}td:first-child{font-weight:600}img{max-width:100%;border:1px solid #ddd}
+figure{margin:1em 0 2em}figcaption{font-size:.9em;color:#555}.note{color:#555;font-size:.9em}"""
+
+
+def _html(src: Source, rep: Report) -> str:
+    counts = make_cell(src.rows)
+    planned = f" of {src.n_planned} planned" if src.n_planned else ""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>elrbench: {html.escape(src.title)}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Trainability report: {html.escape(src.title)}</h1>",
+             f"<p>{len(src.rows)} trials with a result{planned}: {counts.trained} trained, {counts.diverged} "
+             f"diverged, {counts.failed} failed. From the {html.escape(src.origin)}; generated "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
+             "<p class='note'>Cells: final test accuracy mean±std over seeds (trained/finished trials, diverged "
+             "and failed counts). Failure boundary: the largest learning rate of the grid at which at least half "
+             "of the seeds trained.</p>"]
+    for t in rep.tables:
+        parts.append(f"<h2 id='{t.key}'>{html.escape(t.title)}</h2><table class='depth'><thead><tr>"
+                     + "".join(f"<th>{html.escape(c)}</th>" for c in t.header) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows)
+                     + "</tbody></table>")
+    for f in rep.figures:
+        data = base64.b64encode(f.path.read_bytes()).decode()
+        parts.append(f"<figure id='{f.key}'><img alt='{html.escape(f.caption)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]
+    parts.append("</body></html>")
+    return "\n".join(parts)

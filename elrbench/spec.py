@@ -17,6 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from elrbench.errors import SpecError
+from elrbench.optimizers import OPTIMIZERS
+from elrbench.schedules import SCHEDULES
 from elrbench.warmup import WARMUPS
 from elrbench.workloads import DATASETS, MODELS, WorkloadError, check_data, check_depth, data_options
 from elrbench.workloads.models import Init, Norm
@@ -72,7 +74,7 @@ class WorkloadSpec(Frozen):
     threshold: float = Field(gt=0, le=1, description="final test accuracy that counts as trained")
 
     @model_validator(mode="after")
-    def _resolve(self) -> "WorkloadSpec":
+    def _resolve(self) -> WorkloadSpec:
         problems: list[tuple[str, str]] = []
         data, p = _validate_options(DATASETS.get(self.dataset).meta["options"], self.data, "data")
         problems += p
@@ -105,30 +107,27 @@ def _name_shorthand(v: Any) -> Any:
 
 
 class OptimizerSpec(Frozen):
-    name: Literal["sgd", "sgdm", "adamw"]
+    """An optimizer by registered name (elrbench/optimizers.py); each takes the fields that apply to it."""
+
+    name: registered(OPTIMIZERS)
     momentum: Optional[float] = Field(None, ge=0, lt=1, description="sgdm only (default 0.9)")
     nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw")
+    eps: float = Field(1e-8, gt=0, description="adam, adamw")
     weight_decay: float = Field(0.0, ge=0)
 
     _shorthand = model_validator(mode="before")(_name_shorthand)
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimizerSpec":
-        problems = []
-        if self.name == "sgd" and self.momentum:
-            problems.append(("momentum", "sgd has no momentum; use name: sgdm"))
-        if self.name == "adamw" and self.momentum is not None:
-            problems.append(("momentum", "adamw takes betas, not momentum"))
-        if self.name != "sgdm" and self.nesterov:
-            problems.append(("nesterov", "nesterov needs name: sgdm"))
+    def _check(self) -> OptimizerSpec:
+        kind = OPTIMIZERS.get(self.name).fn
+        problems = kind.problems(self)
         if not all(0 <= b < 1 for b in self.betas):
             problems.append(("betas", f"each beta must lie in [0, 1), got {list(self.betas)}"))
         if problems:
             raise _problems(problems)
-        if self.name == "sgdm" and self.momentum is None:
-            object.__setattr__(self, "momentum", 0.9)
+        if self.momentum is None and kind.default_momentum is not None:
+            object.__setattr__(self, "momentum", kind.default_momentum)
         return self
 
     @property
@@ -153,7 +152,7 @@ class WarmupSpec(Frozen):
         return v
 
     @model_validator(mode="after")
-    def _resolve(self) -> "WarmupSpec":
+    def _resolve(self) -> WarmupSpec:
         opts, problems = _validate_options(WARMUPS.get(self.name).meta["options"], self.options, "options")
         if problems:
             raise _problems(problems)
@@ -169,7 +168,9 @@ class WarmupSpec(Frozen):
 
 
 class ScheduleSpec(Frozen):
-    name: Literal["constant", "step", "cosine"] = "constant"
+    """A base schedule by registered name (elrbench/schedules.py)."""
+
+    name: registered(SCHEDULES) = "constant"
     milestones: tuple[float, ...] = Field((0.5, 0.75), description="step: decay points as fractions of the budget")
     gamma: float = Field(0.1, gt=0, le=1, description="step: factor at each milestone")
     final_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the peak")
@@ -248,7 +249,7 @@ class BudgetSpec(Frozen):
     keep_checkpoints: int = Field(2, ge=1)
 
     @model_validator(mode="after")
-    def _one(self) -> "BudgetSpec":
+    def _one(self) -> BudgetSpec:
         if (self.epochs is None) == (self.steps is None):
             raise PydanticCustomError("budget", "give exactly one of epochs and steps")
         return self
@@ -306,7 +307,7 @@ class StudySpec(Frozen):
         return v.expanduser().resolve()
 
     @model_validator(mode="after")
-    def _cross(self) -> "StudySpec":
+    def _cross(self) -> StudySpec:
         problems = []
         names = [w.name for w in self.workloads]
         for i, w in enumerate(self.workloads):
@@ -314,21 +315,9 @@ class StudySpec(Frozen):
                 problems.append((f"workloads.{i}.name", f"workload name '{w.name}' is used twice; set name:"))
             bad = sorted({p for d in self.grid.depth if (p := check_depth(w.model, d, w.model_options))})
             problems += [("grid.depth", f"workload '{w.name}': {p}") for p in bad]
-        for i, warm in enumerate(self.grid.warmup):
-            cls = WARMUPS.get(warm.name).fn
-            if cls.needs_stats:
-                problems += [(f"grid.warmup.{i}", f"warm-up '{warm.name}' reads per-layer ELRs, but workload "
-                              f"'{w.name}' has norm: none (no scale-invariant tensors)")
-                             for w in self.workloads if w.norm == "none"]
-            problems += [(f"grid.warmup.{i}", f"warm-up '{warm.name}' does not work with optimizer '{o.name}' "
-                          f"(only {', '.join(cls.optimizers)})")
-                         for o in self.grid.optimizer if o.name not in cls.optimizers]
-            if warm.name == "untuned_adam" and warm.options.get("beta2") is None:
-                problems += [(f"grid.warmup.{i}", f"untuned_adam takes beta2 from the optimizer, and "
-                              f"'{o.name}' has none: set options.beta2") for o in self.grid.optimizer
-                             if o.name != "adamw"]
-            if cls.needs_stats and not self.diagnostics.enabled:
-                problems.append((f"grid.warmup.{i}", f"warm-up '{warm.name}' needs diagnostics.enabled: true"))
+        for i, warm in enumerate(self.grid.warmup):  # each warm-up knows where it cannot run
+            warmup = WARMUPS.get(warm.name).fn
+            problems += [(f"grid.warmup.{i}", p) for p in warmup.problems(warm.name, warm.options, self)]
         n = self.resources.workers_per_trial
         if self.budget.batch_size % n:
             problems.append(("budget.batch_size", f"{self.budget.batch_size} does not split evenly over "
@@ -359,7 +348,7 @@ class StudySpec(Frozen):
     def study_dir(self) -> Path:
         return self.output_dir / self.study_id
 
-    def expand(self) -> list["TrialSpec"]:
+    def expand(self) -> list[TrialSpec]:
         g = self.grid
         trials = []
         for w, depth, lr, opt, warm, sched, seed in itertools.product(
@@ -486,12 +475,16 @@ def _locate(err: dict[str, Any]) -> list[tuple[str, str]]:
     return [(base, msg)]
 
 
+def problems_of(e: ValidationError) -> list[tuple[str, str]]:
+    """Every problem of a validation error as (dotted.path, message)."""
+    return [p for err in e.errors() for p in _locate(err)]
+
+
 def validate_spec(data: dict[str, Any], source: str | None = None) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as e:
-        problems = [p for err in e.errors() for p in _locate(err)]
-        raise SpecError(problems, source) from None
+        raise SpecError(problems_of(e), source) from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:

@@ -18,30 +18,53 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from elrbench.errors import UsageError
-from elrbench.executor import failed_row
-from elrbench.results import StudyStore
+from elrbench.errors import ElrbenchError, UsageError
+from elrbench.executors import Events
+from elrbench.result import TrialResult
 from elrbench.spec import StudySpec, TrialSpec
+from elrbench.store import StudyStore
 
-# Ray reads these when it is imported and when it starts: keep every process on loopback and send
-# no usage statistics. Set on import of this module, before anything imports ray.
-_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AIR_NEW_OUTPUT": "0"}  # Tune prints nothing at verbose=0; elrbench shows progress itself
+# Ray reads these when it is imported and when it starts. Set (unless the user set them) by _ray()
+# just before ray is first imported or started, never on import of this module; Ray's own
+# processes inherit them. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every process on 127.0.0.1:
+# without it an embedded cluster advertises and listens on the machine's outward interface, and a
+# driver joining 127.0.0.1:PORT looks for the cluster at the outward address and times out (both
+# seen here). A user joining a real multi-node cluster sets it to 1 in the environment. No usage
+# statistics; Tune prints nothing at verbose=0 (elrbench shows progress itself).
+_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0"}
 # Ray Train V2's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll: measured here 1.8 s per report (a 2-worker trial of 22 reports spent 39 s waiting), 0.1 s at
 # a 0.1 s interval. Trials need the workers' processes to inherit it: set before the cluster starts,
 # and sent in the job's runtime environment to an existing cluster.
 _TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-_RAY_ENV.update(_TRAIN_ENV)
-for _k, _v in _RAY_ENV.items():
-    os.environ.setdefault(_k, _v)
 
-import ray  # noqa: E402 - after the environment above
-from ray import tune  # noqa: E402
+
+def _ray(embedded: bool = False):
+    """The ray module (with ray.train and ray.tune), imported after the environment it reads is in
+    place. embedded: this process is about to start an embedded cluster.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is first imported: a process that
+    imported ray before elrbench could set it would advertise the machine's outward address, so an
+    embedded cluster is refused there rather than started."""
+    imported_before = "ray" in sys.modules
+    for k, v in {**_RAY_ENV, **_TRAIN_ENV}.items():
+        os.environ.setdefault(k, v)
+    import ray
+    import ray.train
+    import ray.tune
+    from ray._private import ray_constants  # the switch as Ray read it
+
+    if embedded and imported_before and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and \
+            ray_constants.ENABLE_RAY_CLUSTER:
+        raise ElrbenchError("ray was imported before elrbench could keep it on 127.0.0.1: set "
+                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in the environment before importing ray")
+    return ray
 
 
 @contextlib.contextmanager
@@ -49,7 +72,7 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
                 temp_dir: str | None = None) -> Iterator[dict[str, float]]:
     """Start an embedded local Ray cluster on 127.0.0.1 (address None) or connect to one; yields
     the cluster's resources and shuts down what it started."""
-
+    ray = _ray(embedded=address is None)
     if ray.is_initialized():  # already connected (a test session's cluster, or a caller's): use it as it is
         yield ray.cluster_resources()
         return
@@ -77,6 +100,7 @@ def _run_reporting(config: dict[str, Any], report: Callable[[dict[str, Any]], No
     """The training loop of one trial (or one DDP rank), each logged row sent through `report`."""
     from elrbench.train import run_trial
 
+    ray = _ray()
     trial = TrialSpec.model_validate(config["trial"])
     store = StudyStore(Path(config["study_dir"]))
     where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
@@ -89,41 +113,41 @@ def _run_reporting(config: dict[str, Any], report: Callable[[dict[str, Any]], No
         report({"step": step, "total_steps": total,
                 **{k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}})
 
-    row = run_trial(trial, store, progress=progress)
-    report({"done": 1, "outcome": row["outcome"], "step": row["steps_done"],
-            "final_test_acc": row["final_test_acc"] if row["final_test_acc"] is not None else float("nan")})
+    result = run_trial(trial, store, progress=progress)
+    report({"done": 1, "outcome": result.outcome, "step": result.steps_done,
+            "final_test_acc": result.final_test_acc if result.final_test_acc is not None else float("nan")})
 
 
 def _ddp_worker(config: dict[str, Any]) -> None:
     """One rank of a DDP trial, on a Ray Train worker (torch.distributed is set up by TorchTrainer).
     Every rank reports the same number of times, as Ray Train requires; Tune sees rank 0's rows."""
-    import ray.train
+    train = _ray().train
 
-    _run_reporting(config, ray.train.report, ddp_rank=ray.train.get_context().get_world_rank())
+    _run_reporting(config, train.report, ddp_rank=train.get_context().get_world_rank())
 
 
 def _trainable(config: dict[str, Any]) -> None:
     """One trial inside Tune: the loop itself (one worker) or a TorchTrainer that runs it on each rank."""
     trial = TrialSpec.model_validate(config["trial"])
     r = trial.resources
+    train, tune = _ray().train, _ray().tune
     if r.workers_per_trial == 1:
         _run_reporting(config, tune.report)
         return
-    import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     use_gpu = r.gpus_per_worker > 0
     trainer = TorchTrainer(
         _ddp_worker, train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(
+        scaling_config=train.ScalingConfig(
             num_workers=r.workers_per_trial, use_gpu=use_gpu,
             resources_per_worker={"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if use_gpu else {})}),
-        run_config=ray.train.RunConfig(
+        run_config=train.RunConfig(
             name=trial.trial_id, storage_path=str(Path(config["study_dir"]) / "train"),
             callbacks=[TuneReportCallback()],
             # a lost worker restarts the whole group, which continues from the trial's own checkpoint
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures)),
+            failure_config=train.FailureConfig(max_failures=r.max_failures)),
     )
     trainer.fit()
 
@@ -132,6 +156,7 @@ def _remove_worker_groups(store: StudyStore, trial_id: str) -> None:
     """Ray 2.60's TorchTrainer, run from a Tune trainable, often leaves its workers' placement group
     behind after fit (ray-project/ray#54305), holding their CPUs for the rest of the study. The
     driver removes it when the trial ends (from the trainable itself it raced and sometimes failed)."""
+    ray = _ray()
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     for h in {w.get("placement_group") for w in store.workers(trial_id)} - {None}:
@@ -154,18 +179,12 @@ def plan_concurrency(spec: StudySpec, cluster: dict[str, float]) -> int:
     return min(fit, r.max_concurrent_trials or fit)
 
 
-def run_on_ray(spec: StudySpec, store: StudyStore, *, address: str | None = None, num_cpus: int | None = None,
-               on_start: Callable[[str], None] | None = None,
-               on_step: Callable[[str, int, int], None] | None = None,
-               on_end: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run every unfinished trial of the study on Ray Tune; returns all rows in grid order."""
-
+def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None, *, address: str | None = None,
+               num_cpus: int | None = None) -> list[TrialResult]:
+    """Run every unfinished trial of the study on Ray Tune; returns all results in grid order."""
+    tune = _ray(embedded=address is None).tune
     trials = spec.expand()
     pending = [t for t in trials if not store.finished(t.trial_id)]
-    by_config: dict[str, TrialSpec] = {t.trial_id: t for t in pending}
-
-    progress = _Progress(store, by_config, on_start, on_step, on_end)
-
     with ray_cluster(address, num_cpus) as cluster:
         concurrent = plan_concurrency(spec, cluster)
         if pending:
@@ -181,45 +200,50 @@ def run_on_ray(spec: StudySpec, store: StudyStore, *, address: str | None = None
                 tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
                                             trial_dirname_creator=lambda tr: tr.config["trial"]["trial_id"]),
                 run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
-                                          callbacks=[progress],
+                                          callbacks=[_progress_callback(store, pending, events or Events())],
                                           failure_config=tune.FailureConfig(max_failures=retries)),
             )
             tuner.fit()
-    return [store.result(t.trial_id) for t in trials if store.result(t.trial_id) is not None]
+    results = [store.result(t.trial_id) for t in trials]
+    return [r for r in results if r is not None]
 
 
-class _Progress(tune.Callback):
-    """Forwards trial events to the driver's hooks and records failed trials in the store. Tune
-    pickles its run config (for restore): the driver-side hooks stay out of the pickle."""
+def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Events):
+    """A Tune callback that passes trial events on and records failed trials in the store.
 
-    def __init__(self, store: StudyStore, by_id: dict[str, TrialSpec], on_start, on_step, on_end) -> None:
-        self.store, self.by_id = store, by_id
-        self.on_start, self.on_step, self.on_end = on_start, on_step, on_end
+    Its class is made here because its base comes from ray.tune, which may only be imported after
+    _ray() set the environment. Tune pickles its run config (for restore): the class holds no
+    closure and its instances pickle empty, so the driver-side events stay out of the pickle."""
 
-    def __getstate__(self) -> dict:
-        return {}
+    class Progress(_ray().tune.Callback):
+        def __init__(self, store: StudyStore, by_id: dict[str, TrialSpec], events: Events) -> None:
+            self.store, self.by_id, self.events = store, by_id, events
 
-    def on_trial_start(self, iteration, trials, trial, **info):
-        if self.on_start:
-            self.on_start(trial.config["trial"]["trial_id"])
+        def __getstate__(self) -> dict:
+            return {}
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.on_step and "total_steps" in result:
-            self.on_step(trial.config["trial"]["trial_id"], int(result["step"]), int(result["total_steps"]))
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.events.trial_started(trial.config["trial"]["trial_id"])
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        _remove_worker_groups(self.store, trial.config["trial"]["trial_id"])
-        row = self.store.result(trial.config["trial"]["trial_id"])
-        if self.on_end and row:
-            self.on_end(row)
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "total_steps" in result:
+                self.events.progress(trial.config["trial"]["trial_id"], int(result["step"]),
+                                     int(result["total_steps"]))
 
-    def on_trial_error(self, iteration, trials, trial, **info):
-        _remove_worker_groups(self.store, trial.config["trial"]["trial_id"])
-        t = self.by_id[trial.config["trial"]["trial_id"]]
-        row = failed_row(t, _error_text(trial))
-        self.store.write_result(row)
-        if self.on_end:
-            self.on_end(row)
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            tid = trial.config["trial"]["trial_id"]
+            _remove_worker_groups(self.store, tid)
+            if (result := self.store.result(tid)) is not None:
+                self.events.trial_finished(result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            tid = trial.config["trial"]["trial_id"]
+            _remove_worker_groups(self.store, tid)
+            result = TrialResult.failed(self.by_id[tid], _error_text(trial))
+            self.store.write_result(result)
+            self.events.trial_finished(result)
+
+    return Progress(store, {t.trial_id: t for t in pending}, events)
 
 
 def _error_text(trial: Any) -> str:
@@ -237,6 +261,7 @@ def _error_text(trial: Any) -> str:
 # ---------------------------------------------------------------- detached studies (Ray Jobs)
 def _jobs(address: str):
     """A Ray Jobs client for the cluster's job server (its dashboard address, e.g. http://head:8265)."""
+    _ray()
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -275,7 +300,8 @@ def job_info(address: str, job_id: str) -> dict[str, Any]:
     try:
         info = client.get_job_info(job_id)
     except Exception as e:  # noqa: BLE001 - unknown id
-        raise UsageError(f"job {job_id!r}: not found at {address} ({str(e).splitlines()[0] if str(e) else e})") from None
+        why = str(e).splitlines()[0] if str(e) else e
+        raise UsageError(f"job {job_id!r}: not found at {address} ({why})") from None
     return {"job_id": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
             "message": info.message, "start_time": info.start_time, "end_time": info.end_time,
             **(info.metadata or {})}

@@ -1,25 +1,35 @@
-"""The weight-dynamics model of normalized networks (science.md sections 3-5), vectorized over layers.
+"""The weight-dynamics model of normalized networks (docs/definitions.md, sections 3-5), vectorized
+over layers.
 
 Plain SGD on a scale-invariant tensor moves orthogonally to it, so ||W_{t+1}||^2 = ||W_t||^2 (1 + E_t^2)
 exactly; with constant base gradients c_l = ||g_l|| ||W_l|| this gives the discrete map below. For
-momentum, weight decay and Adam there is no closed form: the random-walk simulator applies the real
-torch.optim update to random gradients of the right norm, orthogonal to the weights.
+momentum, weight decay and Adam there is no closed form: the random-walk simulator applies the
+optimizer's real update rule (elrbench/optimizers.py) to random gradients of the right norm,
+orthogonal to the weights, and asks the real warm-up controllers (elrbench/warmup.py) for each
+step's learning rate. The ELR quantities themselves (spread, eta_crit) come from elrbench/elr.py.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
-LN10 = math.log(10)
+from elrbench import elr
+from elrbench.diagnostics import Measure
+from elrbench.optimizers import create_optimizer
+from elrbench.warmup import StepContext, Warmup
+
+if TYPE_CHECKING:
+    from elrbench.spec import OptimizerSpec
 
 
-def discrete_map(elr: torch.Tensor, lr_ratio: float = 1.0) -> torch.Tensor:
+def discrete_map(e: torch.Tensor, lr_ratio: float = 1.0) -> torch.Tensor:
     """E_{t+1} = (eta_{t+1}/eta_t) E_t / (1 + E_t^2): one plain SGD step under constant base gradients."""
-    return lr_ratio * elr / (1 + elr * elr)
+    return lr_ratio * e / (1 + e * e)
 
 
 def closed_form(elr0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
@@ -27,126 +37,81 @@ def closed_form(elr0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     return torch.rsqrt(elr0.double() ** -2 + 2 * torch.as_tensor(t, dtype=torch.float64))
 
 
-def log10_spread(elr: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    lg = torch.log10(elr.double().clamp_min(1e-300))
-    return lg.amax(dim) - lg.amin(dim)
-
-
 def steps_to_spread(elr0: torch.Tensor, target: float) -> int:
     """Closed form: the first step t at which log10(max E / min E) falls below target."""
     lo, hi = 0, 1
-    while log10_spread(closed_form(elr0, hi)) >= target:
+    while elr.spread(closed_form(elr0, hi)) >= target:
         hi *= 2
         if hi > 2**62:
             raise ValueError("the spread never falls below the target")
     while lo < hi:  # the spread shrinks monotonically for a constant learning rate
         mid = (lo + hi) // 2
-        if log10_spread(closed_form(elr0, mid)) < target:
+        if elr.spread(closed_form(elr0, mid)) < target:
             hi = mid
         else:
             lo = mid + 1
     return lo
 
 
-def critical_lr(c_hat: torch.Tensor) -> float:
-    """eta_crit = 1/sqrt(c_hat_max c_hat_min): centres log E on 0, so E_max E_min = 1 (section 4)."""
-    c = c_hat.double().clamp_min(1e-300)
-    return float(torch.rsqrt(c.max() * c.min()))
-
-
 def one_step_spread(c_hat: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
     """log10 spread after one plain SGD step at each learning rate in lrs (vectorized over both)."""
-    elr = lrs.double()[:, None] * c_hat.double()[None, :]
-    return log10_spread(discrete_map(elr))
+    e = lrs.double()[:, None] * c_hat.double()[None, :]
+    return elr.spread(discrete_map(e))
 
 
 # ---------------------------------------------------------------- random-walk simulator (section 5)
-Optimizer = Literal["sgd", "sgdm", "adam", "adamw"]
-
-
 @dataclass(frozen=True)
 class Trajectory:
     w_norm: torch.Tensor  # (steps + 1, layers): ||W_l|| before each step and after the last
-    elr: torch.Tensor  # (steps, layers): E = lr_t c_l / ||W_l||^2 at each step
+    elr: torch.Tensor  # (steps, layers): E = lr_l,t c_l / ||W_l||^2 at each step
     update_ratio: torch.Tensor  # (steps, layers): ||W_{t+1} - W_t|| / ||W_t||
-    lr: torch.Tensor  # (steps,): the learning rate applied
+    lr: torch.Tensor  # (steps,): the learning rate applied (before any per-layer factor)
 
     @property
     def spread(self) -> torch.Tensor:
-        return log10_spread(self.elr)
-
-
-class _Rule:
-    """torch.optim's update rules (SGD with momentum/nesterov/weight decay, Adam, AdamW) written out
-    for one (layers, dim) float64 array: the same formulas in the same order as torch.optim's
-    single-tensor path, in NumPy, whose per-call overhead on arrays this small is a fraction of
-    torch's. tests/test_theory.py checks every rule against torch.optim itself."""
-
-    def __init__(self, optimizer: str, momentum: float, nesterov: bool, weight_decay: float,
-                 betas: tuple[float, float], eps: float) -> None:
-        self.kind, self.mu, self.nesterov, self.wd = optimizer, momentum, nesterov, weight_decay
-        self.b1, self.b2 = betas
-        self.eps = eps
-        self.buf = self.m = self.v = None
-        self.t = 0
-
-    def step(self, w: np.ndarray, g: np.ndarray, lr: float) -> None:
-        if self.kind in ("sgd", "sgdm"):
-            d = g + self.wd * w if self.wd else g
-            if self.kind == "sgdm" and self.mu:
-                if self.buf is None:
-                    self.buf = d.copy()
-                else:
-                    self.buf *= self.mu
-                    self.buf += d
-                d = d + self.mu * self.buf if self.nesterov else self.buf
-            w -= lr * d
-            return
-        self.t += 1
-        if self.kind == "adamw":
-            w *= 1 - lr * self.wd
-        elif self.wd:
-            g = g + self.wd * w
-        if self.m is None:
-            self.m, self.v = np.zeros_like(w), np.zeros_like(w)
-        self.m += (1 - self.b1) * (g - self.m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-        self.v *= self.b2
-        self.v += (1 - self.b2) * g * g
-        bc1, bc2 = 1 - self.b1**self.t, 1 - self.b2**self.t
-        denom = np.sqrt(self.v) / math.sqrt(bc2) + self.eps
-        w -= (lr / bc1) * self.m / denom
+        return elr.spread(self.elr)
 
 
 def simulate(
     c: torch.Tensor,
     w0: torch.Tensor,
-    lr: float | Callable[[int, torch.Tensor], float],
+    lr: float,
     steps: int,
     *,
-    optimizer: Optimizer = "sgd",
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
+    optimizer: Optional[OptimizerSpec] = None,
+    warmup: Optional[Warmup] = None,
+    schedule: Optional[Callable[[int], float]] = None,
+    batch_acc: Optional[Callable[[int], float]] = None,
     dim: int = 32,
     seed: int = 0,
 ) -> Trajectory:
     """Algorithm 'random walk': each step, per layer, a Gaussian direction orthogonal to W_l scaled to
     ||g_l|| = c_l/||W_l||, then the optimizer's update. All layers are rows of one array (every rule
-    is elementwise). lr may be a function (step, c_hat per layer) -> lr: that is how a warm-up
-    controller is simulated. dim is the reduced weight dimension: plain SGD does not depend on it;
-    momentum and Adam do, through how correlated successive random directions are.
+    is elementwise).
+
+    The learning rate of step t is schedule(t) (default: the constant lr), passed through the warm-up
+    controller if one is given, exactly as the training loop does: it sees this step's per-layer norms,
+    the update direction the optimizer would take, and batch_acc(t) (the model has no data: a warm-up
+    that reads the training accuracy needs it from the caller). Per-layer factors from the warm-up
+    (constrained ELR) scale the layers' gradients, as in the loop. dim is the reduced weight dimension:
+    plain SGD does not depend on it; momentum and Adam do, through how correlated successive random
+    directions are.
     """
+    from elrbench.spec import OptimizerSpec
+
+    if warmup is not None and warmup.needs_batch_acc and batch_acc is None:
+        raise ValueError(f"{type(warmup).__name__} reads the training accuracy, which the random-walk model "
+                         "does not have: pass batch_acc")
     rng = np.random.default_rng(seed)
     c = np.asarray(c, dtype=np.float64)
     n = len(c)
     w = rng.standard_normal((n, dim))
     w *= (np.asarray(w0, dtype=np.float64) / np.linalg.norm(w, axis=1))[:, None]
-    rule = _Rule(optimizer, momentum, nesterov, weight_decay, betas, eps)
+    rule = create_optimizer(optimizer or OptimizerSpec(name="sgd")).rule()
     norms = np.empty((steps + 1, n))
     upd = np.empty((steps, n))
     lrs = np.empty(steps)
+    layer_lr = np.ones((steps, n))  # per-layer factors on the rate (constrained ELR), 1 otherwise
     norms[0] = np.linalg.norm(w, axis=1)
     chunk = 512
     for t in range(steps):
@@ -156,32 +121,31 @@ def simulate(
         z = noise[t % chunk]
         z -= (np.einsum("ij,ij->i", z, w) / (wn * wn))[:, None] * w
         z *= (c / wn / np.linalg.norm(z, axis=1))[:, None]
-        eta = lr(t, torch.from_numpy(c / (wn * wn))) if callable(lr) else lr
+        eta = schedule(t) if schedule is not None else lr
+        if warmup is not None:
+            ctx = _step_context(t, w, z, wn, c, rule, batch_acc)
+            eta = warmup.lr(t, eta, ctx)
+            scales = warmup.layer_scales(ctx)
+            if scales is not None:
+                layer_lr[t] = scales.numpy()
+                z *= layer_lr[t][:, None]
         before = w.copy()
         rule.step(w, z, eta)
         norms[t + 1] = np.linalg.norm(w, axis=1)
         upd[t] = np.linalg.norm(w - before, axis=1) / wn
         lrs[t] = eta
-    elrs = lrs[:, None] * c[None, :] / norms[:-1] ** 2
+    elrs = lrs[:, None] * layer_lr * c[None, :] / norms[:-1] ** 2
     as_t = torch.from_numpy
     return Trajectory(as_t(norms), as_t(elrs), as_t(upd), as_t(lrs))
 
 
-def critical_controller(target: float | Callable[[int], float]) -> Callable[[int, torch.Tensor], float]:
-    """The critical warm-up (section 6) as a simulator learning-rate function."""
-    state = {"done": False}
-
-    def lr(t: int, c_hat: torch.Tensor) -> float:
-        sched = target(t) if callable(target) else target
-        if state["done"]:
-            return sched
-        eta = critical_lr(c_hat)
-        if eta >= sched:
-            state["done"] = True
-            return sched
-        return eta
-
-    return lr
+def _step_context(t: int, w: np.ndarray, g: np.ndarray, wn: np.ndarray, c: np.ndarray, rule,
+                  batch_acc: Optional[Callable[[int], float]]) -> StepContext:
+    """What a warm-up sees at step t of a simulation, as the training loop gives it (lazily)."""
+    return StepContext(
+        measure=Measure(torch.from_numpy(wn), torch.from_numpy(c / wn)),
+        batch_acc=(lambda: batch_acc(t)) if batch_acc is not None else None,
+        update_c_hat=lambda: torch.from_numpy(np.linalg.norm(rule.direction(w, g), axis=1) / wn))
 
 
 def wd_equilibrium(lr: float, weight_decay: float, momentum: float = 0.0) -> float:

@@ -15,10 +15,16 @@ import json
 import math
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from elrbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from elrbench.report import Figure
+    from elrbench.result import TrialResult
+    from elrbench.tables import Table
 
 TABLE_EVERY = 10
 LAYER_COLUMNS = ("layer", "name", "w_norm", "g_norm", "elr", "lr", "c_hat")
@@ -79,15 +85,20 @@ class Tracker:
                  layers["c_hat"][i]] for i in range(len(layers["elr"]))]
         return self.wandb.Table(columns=list(LAYER_COLUMNS), data=data)
 
-    def finish(self, result: dict[str, Any]) -> None:
+    def finish(self, result: TrialResult) -> None:
+        """The run's summary is the trial's result (its recorded fields, TrialResult.summary)."""
         try:
-            keys = ("outcome", "threshold", "final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc",
-                    "best_test_acc", "spread_mean", "spread_early_mean", "spread_max", "warmup_steps",
-                    "diverged_step", "steps_done", "wall_s", "train_s", "step_ms")
-            self.run.summary.update({k: result.get(k) for k in keys})
+            self.run.summary.update(result.summary())
             if getattr(self, "last_layers", None):
                 self.run.summary["layers/final_table"] = self._table(self.last_layers)
             self.run.finish(exit_code=0)
+        except Exception as e:  # noqa: BLE001
+            self.error = self.error or f"{type(e).__name__}: {e}"
+
+    def abort(self) -> None:
+        """The trial stopped part-way (an exception): the run ends as failed; a retry resumes it."""
+        try:
+            self.run.finish(exit_code=1)
         except Exception as e:  # noqa: BLE001
             self.error = self.error or f"{type(e).__name__}: {e}"
 
@@ -100,7 +111,7 @@ def start_tracker(trial, root: Path, layer_names: list[str] | None) -> Tracker |
 
 
 # ---------------------------------------------------------------- offline run files
-# The .wandb file (measured on wandb 0.31, see ../shared/environment.md): a 7-byte header ":W&B",
+# The .wandb file (as wandb 0.31 writes it; seen in its files): a 7-byte header ":W&B",
 # 0xBEE1 (little-endian), version 0; then LevelDB-log framing: 32 KiB blocks, each record a 7-byte
 # header (crc32c, length u16, type: 1 full, 2 first, 3 middle, 4 last) and its bytes; a block tail
 # shorter than a header is zero padding. Records are wandb_internal_pb2.Record messages.
@@ -198,8 +209,7 @@ def read_offline_runs(folder: Path) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
-def log_report(study_id: str, tracking, root: Path, tables: list[tuple[str, str, list[list[str]]]],
-               figures: list[tuple[str, str, Path]]) -> str | None:
+def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures: list[Figure]) -> str | None:
     """The study-summary run (id <study>-report, job_type report): every report table as a W&B
     Table and every figure as an image. Returns the run id, or None when tracking is disabled."""
     if tracking.wandb == "disabled":
@@ -211,15 +221,15 @@ def log_report(study_id: str, tracking, root: Path, tables: list[tuple[str, str,
     run_id = f"report-{study_id.rsplit('-', 1)[-1]}"
     run = wandb.init(project=tracking.project, entity=tracking.entity, group=study_id, job_type="report",
                      id=run_id, name=f"{study_id}-report", resume="allow", dir=str(root), mode=tracking.wandb,
-                     config={"tables": {f"t{i:02d}": title for i, (_, title, _) in enumerate(tables)},
-                             "figures": {f"f{i:02d}": caption for i, (_, caption, _) in enumerate(figures)}},
+                     config={"tables": {f"t{i:02d}": t.title for i, t in enumerate(tables)},
+                             "figures": {f"f{i:02d}": f.caption for i, f in enumerate(figures)}},
                      settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True,
                                              save_code=False, silent=True))
     payload: dict[str, Any] = {}
-    for i, (slug, _title, body) in enumerate(tables):
-        payload[f"tables/t{i:02d}-{slug[:40]}"] = wandb.Table(columns=body[0], data=body[1:])
-    for i, (slug, caption, path) in enumerate(figures):
-        payload[f"figures/f{i:02d}-{slug[:40]}"] = wandb.Image(str(path), caption=caption)
+    for i, t in enumerate(tables):
+        payload[f"tables/t{i:02d}-{t.key[:40]}"] = wandb.Table(columns=t.header, data=t.rows)
+    for i, f in enumerate(figures):
+        payload[f"figures/f{i:02d}-{f.key[:40]}"] = wandb.Image(str(f.path), caption=f.caption)
     run.log(payload)
     run.finish()
     return run_id

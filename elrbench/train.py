@@ -9,7 +9,8 @@ Under DDP (torch.distributed initialised by the caller, e.g. Ray Train) every ra
 global batch, augments it identically and trains on its contiguous share; DDP averages the
 gradients, so per-layer statistics and learning rates agree on every rank. Collectives happen only
 at the log period (one all-reduce of the accumulators) and the eval period (rank 0 evaluates and
-broadcasts). Rank 0 alone writes to the results store; every rank reads the same checkpoint.
+broadcasts). Rank 0 (is_main) alone writes results, checkpoints and W&B; every rank reads the same
+checkpoint.
 """
 from __future__ import annotations
 
@@ -17,25 +18,121 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from elrbench.diagnostics import LayerDiagnostics, log_row, scalars, update_c_hat
+from elrbench import elr
+from elrbench.diagnostics import LayerDiagnostics, log_row
 from elrbench.errors import NoScaleInvariantTensors
-from elrbench.results import StudyStore
-from elrbench.spec import OptimizerSpec, TrialSpec
+from elrbench.optimizers import create_optimizer
+from elrbench.result import Outcome, TrialResult
+from elrbench.schedules import scheduled_lr
+from elrbench.spec import TrialSpec
+from elrbench.store import StudyStore
 from elrbench.tracking import start_tracker
-from elrbench.warmup import StepContext, create_warmup, scheduled_lr
-from elrbench.workloads import DataError, Dataset, create_model, load_dataset, random_crop_flip
+from elrbench.warmup import StepContext, Warmup, create_warmup
+from elrbench.workloads import DataError, create_model, load_dataset, random_crop_flip
 
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
+ProgressFn = Callable[[int, int, dict[str, Any]], None]  # (step, total steps, logged row)
 
 
+# ---------------------------------------------------------------- the loop
+def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool = True,
+              progress: ProgressFn | None = None) -> TrialResult:
+    """Train one trial to its budget and return its result (also written to the store by rank 0).
+
+    An exception (from training or from `progress`, which is how tests stop a trial part-way, as if
+    its process died) leaves the last checkpoint for the next try and marks the W&B run failed.
+    """
+    started = time.time()
+    run = setup(trial)
+    b, total = trial.budget, run.plan.total_steps
+    state = TrainState(run)
+    ckpts = Checkpoints(store.trial_dir(trial.trial_id) / "checkpoints", b.keep_checkpoints) if store else None
+    if ckpts and resume and (last := ckpts.latest()):
+        state.load_state_dict(torch.load(last, map_location=run.device, weights_only=True))
+    writer = store if run.is_main else None
+    tracker = start_tracker(trial, writer.root, run.layer_names) if writer else None
+    try:
+        while state.step < total:
+            t0 = time.perf_counter()
+            step = state.step
+            x, y = run.batch(step)
+            out = run.forward(x)
+            loss = F.cross_entropy(out, y)
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            log_now = (step + 1) % b.log_every == 0 or step + 1 == total
+            lr, lrs, m = set_learning_rates(run, state, step, out, y)
+            e = run.diag.record(m, lrs, step) if run.diag else None
+            if log_now:  # the norms before this step's update, and a copy of W for the actual update
+                grad_norm = torch.nn.utils.get_total_norm([q.grad for q in run.params if q.grad is not None])
+                if run.diag:
+                    run.diag.snapshot()
+            run.opt.step()
+            state.accumulate(loss.detach(), out, y, step)
+            state.step += 1
+            state.train_s += time.perf_counter() - t0
+
+            row = state.log(lr, lrs, m, e, grad_norm) if log_now else {}
+            if not state.diverged and (state.step % run.plan.eval_every == 0 or state.step == total):
+                row |= state.evaluate()
+            if row:
+                state.history.append(row)
+                if progress:
+                    progress(state.step, total, row)
+                if tracker:
+                    tracker.log(row, state.layer_rows[-1] if run.diag and log_now else None)
+            if state.diverged:
+                break
+            if writer and b.checkpoint_every and state.step % b.checkpoint_every == 0 and state.step < total:
+                ckpts.save(state.step, state.state_dict())
+                write_logs(writer, run, state)
+    except BaseException:
+        if tracker:
+            tracker.abort()
+        raise
+
+    result = build_result(run, state, started)
+    if tracker:
+        tracker.finish(result)
+        result = result.model_copy(update={"tracking_error": tracker.error})
+    if run.world > 1:
+        dist.barrier()  # rank 0 deletes the checkpoints below only once every rank is past them
+    if writer:
+        write_logs(writer, run, state)
+        writer.write_result(result)
+        ckpts.clear()
+    return result
+
+
+def set_learning_rates(run: Setup, state: TrainState, step: int, out: torch.Tensor,
+                       y: torch.Tensor) -> tuple[float, torch.Tensor | float, Any]:
+    """This step's learning rate: the warm-up on top of the schedule, reading this step's per-layer
+    statistics (device only). Per-layer factors from the warm-up go onto the scale-invariant
+    tensors' gradients. Returns the rate, the per-layer rates and the statistics."""
+    diag, world = run.diag, run.world
+    m = diag.measure() if diag else None
+    ctx = StepContext(measure=m, batch_acc=lambda: _mean_over_ranks((out.argmax(1) == y).float().mean(), world),
+                      update_c_hat=lambda: elr.relative_norms(run.optimizer.direction(run.opt, diag.params),
+                                                              diag.params))
+    lr = run.warmup.lr(step, scheduled_lr(run.trial.schedule, run.trial.lr, step, run.plan.total_steps), ctx)
+    scales = run.warmup.layer_scales(ctx)
+    if scales is not None:  # per-layer learning rates lr * scale_l on the scale-invariant tensors
+        torch._foreach_mul_([q.grad for q in diag.params], list(scales.unbind()))
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    state.warm_steps += run.warmup.in_warmup(step)
+    return lr, (lr if scales is None else lr * scales), m
+
+
+# ---------------------------------------------------------------- set-up
 @dataclass(frozen=True)
 class Plan:
     steps_per_epoch: int
@@ -53,13 +150,239 @@ def plan(trial: TrialSpec, n_train: int) -> Plan:
     return Plan(spe, total, b.eval_every or spe)
 
 
-def make_optimizer(spec: OptimizerSpec, params, lr: float) -> torch.optim.Optimizer:
-    if spec.name in ("sgd", "sgdm"):
-        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum or 0.0, nesterov=spec.nesterov,
-                               weight_decay=spec.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
+@dataclass
+class Setup:
+    """What a trial builds before its first step: data on the device, the network, the optimizer,
+    the warm-up and the diagnostics of its scale-invariant tensors."""
+
+    trial: TrialSpec
+    rank: int
+    world: int
+    device: torch.device
+    plan: Plan
+    augment: bool
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    model: torch.nn.Module  # diagnostics, evaluation and checkpoints use the plain module
+    forward: torch.nn.Module  # the training forward: through DDP (which averages gradients) when world > 1
+    params: list[torch.nn.Parameter]
+    optimizer: Any  # the registry entry (elrbench.optimizers.Optimizer)
+    opt: torch.optim.Optimizer
+    warmup: Warmup
+    diag: Optional[LayerDiagnostics]
+    _perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def layer_names(self) -> Optional[list[str]]:
+        return self.diag.names if self.diag else None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the global batch of a step (the same global batch on every rank)."""
+        bs, seed = self.trial.budget.batch_size, self.trial.seed
+        epoch, i = divmod(step, self.plan.steps_per_epoch)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(_seed(seed, epoch))
+            self._perm = (epoch, torch.randperm(len(self.x_train), generator=g).to(self.device))
+        idx = self._perm[1][i * bs : (i + 1) * bs]
+        x, y = self.x_train[idx], self.y_train[idx]
+        if self.augment:
+            x = random_crop_flip(x, torch.Generator(self.device).manual_seed(_seed(seed, step, 1)))
+        if self.world > 1:
+            share = bs // self.world
+            x, y = x[self.rank * share : (self.rank + 1) * share], y[self.rank * share : (self.rank + 1) * share]
+        return x, y
 
 
+def setup(trial: TrialSpec) -> Setup:
+    rank, world = _world()
+    device = _device(trial)
+    torch.set_num_threads(max(1, int(trial.resources.cpus_per_worker)))
+    torch.manual_seed(trial.seed)  # the network's initialization
+    w = trial.workload
+    data = load_dataset(w.dataset, w.data)
+    p = plan(trial, len(data.x_train))
+    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
+    xte, yte = data.x_test.to(device), data.y_test.to(device)
+    model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
+                         width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
+    params = [q for q in model.parameters() if q.requires_grad]
+    forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = create_optimizer(trial.optimizer)
+    opt = optimizer.build(params, trial.lr)
+    warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
+    diag = None
+    if trial.diagnostics.enabled:
+        try:
+            diag = LayerDiagnostics(model, trial.diagnostics.early_steps)
+        except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
+            pass
+    return Setup(trial, rank, world, device, p, data.augment, xtr, ytr, xte, yte, model, forward, params,
+                 optimizer, opt, warm, diag)
+
+
+# ---------------------------------------------------------------- state, logging, checkpoints
+@dataclass
+class TrainState:
+    """The loop's mutable state: with the model, optimizer, warm-up and diagnostics of its Setup,
+    everything a checkpoint holds."""
+
+    run: Setup
+    step: int = 0
+    warm_steps: int = 0
+    train_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    layer_rows: list[dict[str, Any]] = field(default_factory=list)
+    last_eval: Optional[dict[str, Any]] = None
+    diverged: bool = False
+    acc: dict[str, Any] = field(default_factory=dict)  # accumulated on the device between log rows
+    last_loss: Optional[torch.Tensor] = None  # this rank's loss of the last step
+
+    def __post_init__(self) -> None:
+        self._reset_acc(first_bad=torch.full((), -1, device=self.run.device, dtype=torch.long))
+
+    def _reset_acc(self, **keep: Any) -> None:
+        dev = self.run.device
+        self.acc = {"loss": torch.zeros((), device=dev), "correct": torch.zeros((), device=dev, dtype=torch.long),
+                    "seen": 0, "first_bad": self.acc.get("first_bad")} | keep
+
+    def accumulate(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        a, self.last_loss = self.acc, loss
+        a["loss"] += loss
+        a["correct"] += (out.argmax(1) == y).sum()
+        a["seen"] += len(y)
+        bad = ~torch.isfinite(loss)
+        a["first_bad"] = torch.where(bad & (a["first_bad"] < 0), step, a["first_bad"])
+
+    def log(self, lr: float, lrs: torch.Tensor | float, m: Any, e: Optional[torch.Tensor],
+            grad_norm: torch.Tensor) -> dict[str, Any]:
+        """The row of a log period: train loss and accuracy since the last one (mean over ranks),
+        global norms, per-layer ELR summaries; one host sync. Flags divergence."""
+        run, a = self.run, self.acc
+        param_norm = torch.nn.utils.get_total_norm(run.params)
+        n_rows = max(1, a["seen"] // (run.trial.budget.batch_size // run.world))
+        sums = torch.stack([a["loss"] / n_rows, a["correct"].float() / a["seen"]])
+        first_bad = a["first_bad"].float()
+        if run.world > 1:  # the mean over ranks of each rank's mean; a step bad anywhere is bad
+            dist.all_reduce(sums)
+            sums /= run.world
+            first_bad = _first_bad_over_ranks(first_bad)
+        vals = torch.cat([sums, torch.stack([grad_norm, param_norm, first_bad])]).tolist()  # the one host sync
+        row = {"step": self.step, "epoch": self.step / run.plan.steps_per_epoch, "lr": lr, "train_loss": vals[0],
+               "train_acc": vals[1], "grad_norm": vals[2], "param_norm": vals[3]}
+        self._reset_acc()
+        if run.diag:
+            layers, summary = log_row(self.step, m, e, lrs, run.diag.update_ratio())
+            self.layer_rows.append(layers)
+            row |= summary
+        if vals[4] >= 0 or not all(math.isfinite(v) for v in vals[:4]):
+            self.diverged = True
+            row["diverged_step"] = int(vals[4]) if vals[4] >= 0 else self.step - 1
+        return row
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test accuracy and loss now (rank 0 evaluates, the others receive it). Flags divergence."""
+        run = self.run
+        test_acc, test_loss = _evaluate_rank0(run.model, run.x_test, run.y_test, run.trial.budget.eval_batch_size,
+                                              run.rank, run.world)
+        self.last_eval = {"test_acc": test_acc, "test_loss": test_loss, "step": self.step}
+        row = {"step": self.step, "epoch": self.step / run.plan.steps_per_epoch, "test_acc": test_acc,
+               "test_loss": test_loss}
+        if not math.isfinite(test_loss):
+            self.diverged = True
+            row["diverged_step"] = self.step - 1
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        run = self.run
+        return {"step": self.step, "model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+                "warmup": run.warmup.state_dict(), "rng_cpu": torch.get_rng_state(), "acc": self.acc,
+                "warm_steps": self.warm_steps, "train_s": self.train_s, "history": self.history,
+                "last_eval": self.last_eval, "layer_rows": self.layer_rows,
+                "diag": run.diag.state_dict() if run.diag else None}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        run = self.run
+        run.model.load_state_dict(s["model"])
+        run.opt.load_state_dict(s["optimizer"])
+        run.warmup.load_state_dict(s["warmup"])
+        torch.set_rng_state(s["rng_cpu"])
+        if run.diag:
+            run.diag.load_state_dict(s["diag"])
+        self.acc, self.step, self.warm_steps, self.train_s = s["acc"], s["step"], s["warm_steps"], s["train_s"]
+        self.history, self.last_eval, self.layer_rows = s["history"], s["last_eval"], s["layer_rows"]
+
+
+class Checkpoints:
+    """A trial's last few checkpoints, step_<n>.pt, each written whole before it is renamed into place."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder, self.keep = folder, keep
+
+    def all(self) -> list[Path]:
+        return sorted(self.folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+
+    def latest(self) -> Optional[Path]:
+        found = self.all()
+        return found[-1] if found else None
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"step_{step:09d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        for old in self.all()[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for c in self.all():
+            c.unlink(missing_ok=True)
+
+
+def write_logs(store: StudyStore, run: Setup, state: TrainState) -> None:
+    store.write_history(run.trial.trial_id, state.history)
+    store.write_layers(run.trial.trial_id, run.layer_names or [], state.layer_rows)
+
+
+# ---------------------------------------------------------------- the result
+def classify(diverged: bool, last_eval: Optional[dict[str, Any]], threshold: float) -> Outcome:
+    """docs/definitions.md, section 9: diverged, else trained when the last test accuracy reaches the
+    workload's threshold, else untrained."""
+    if diverged:
+        return "diverged"
+    if last_eval is not None and last_eval["test_acc"] >= threshold:
+        return "trained"
+    return "untrained"
+
+
+def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
+    t, h, ev = run.trial, state.history, state.last_eval
+    final = ev if ev and not state.diverged else {}
+    last_log = next((r for r in reversed(h) if "train_loss" in r), {})
+    diag = run.diag.summary() if run.diag else dict.fromkeys(LayerDiagnostics.SUMMARY)
+    ranks = {"ranks": _rank_fingerprints(run.params, state.last_loss, run.world)} if run.world > 1 else {}
+    return TrialResult(
+        trial_id=t.trial_id, index=t.index, **t.point(),
+        outcome=classify(state.diverged, ev, t.workload.threshold), threshold=t.workload.threshold,
+        final_test_acc=final.get("test_acc"), final_test_loss=final.get("test_loss"),
+        final_train_loss=last_log.get("train_loss"), final_train_acc=last_log.get("train_acc"),
+        best_test_acc=max((r["test_acc"] for r in h if "test_acc" in r), default=None),
+        diverged_step=next((r["diverged_step"] for r in h if "diverged_step" in r), None),
+        steps_planned=run.plan.total_steps, steps_done=state.step, warmup_steps=state.warm_steps, **diag,
+        train_s=round(state.train_s, 3), wall_s=round(time.time() - started, 3),
+        step_ms=round(1000 * state.train_s / max(state.step, 1), 3),
+        device=str(run.device), host=socket.gethostname(), params=sum(q.numel() for q in run.params),
+        workers=run.world, error=None, **ranks,
+    )
+
+
+# ---------------------------------------------------------------- helpers
 def _seed(*parts: int) -> int:
     # a fixed mixing of integers (Python's hash() of tuples is not stable across versions)
     s = 0x9E3779B97F4A7C15
@@ -94,223 +417,6 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    return sorted(ckpt_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-
-
-def _save_checkpoint(ckpt_dir: Path, keep: int, state: dict[str, Any]) -> None:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{state['step']:09d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    for old in _checkpoints(ckpt_dir)[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-def run_trial(
-    trial: TrialSpec,
-    store: StudyStore | None = None,
-    *,
-    resume: bool = True,
-    progress: ProgressFn | None = None,
-    stop_at_step: int | None = None,
-) -> dict[str, Any]:
-    """Train one trial to its budget and return its result row (also written to the store).
-
-    stop_at_step stops early without a result, as if the process died there (tests, debugging).
-    """
-    started = time.time()
-    rank, world = _world()
-    device = _device(trial)
-    torch.set_num_threads(max(1, int(trial.resources.cpus_per_worker)))
-    torch.manual_seed(trial.seed)
-    w, b = trial.workload, trial.budget
-
-    data: Dataset = load_dataset(w.dataset, w.data)
-    p = plan(trial, len(data.x_train))
-    xtr, ytr = data.x_train.to(device), data.y_train.to(device)
-    xte, yte = data.x_test.to(device), data.y_test.to(device)
-    model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
-                         width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
-    params = [q for q in model.parameters() if q.requires_grad]
-    # The forward of training goes through DDP (which averages gradients); diagnostics, evaluation
-    # and checkpoints use the plain module.
-    fwd = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    local_b = b.batch_size // world
-    opt = make_optimizer(trial.optimizer, params, trial.lr)
-    warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
-    sched = trial.schedule
-    diag = None
-    if trial.diagnostics.enabled:
-        try:
-            diag = LayerDiagnostics(model, trial.diagnostics.early_steps)
-        except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
-            pass
-    layer_rows: list[dict[str, Any]] = []
-
-    # Accumulated on the device between log rows; read on the host only at the log period.
-    acc = {"loss": torch.zeros((), device=device), "correct": torch.zeros((), device=device, dtype=torch.long),
-           "seen": 0, "first_bad": torch.full((), -1, device=device, dtype=torch.long)}
-    history: list[dict[str, Any]] = []
-    step, warm_steps, train_s, last_eval = 0, 0, 0.0, None
-
-    ckpt_dir = store.trial_dir(trial.trial_id) / "checkpoints" if store else None
-    reader, store = store, (store if rank == 0 else None)  # ranks > 0 read checkpoints, never write
-    if reader and resume and (ckpts := _checkpoints(ckpt_dir)):
-        state = torch.load(ckpts[-1], map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        warm.load_state_dict(state["warmup"])
-        torch.set_rng_state(state["rng_cpu"])
-        acc = state["acc"]
-        step, warm_steps, train_s = state["step"], state["warm_steps"], state["train_s"]
-        history, last_eval = state["history"], state["last_eval"]
-        layer_rows = state["layer_rows"]
-        if diag:
-            diag.load_state_dict(state["diag"])
-
-    tracker = start_tracker(trial, store.root, diag.names if diag else None) if store else None  # rank 0
-    perm_epoch, perm = -1, None
-    diverged = False
-    while step < p.total_steps:
-        t0 = time.perf_counter()
-        epoch, i = divmod(step, p.steps_per_epoch)
-        if epoch != perm_epoch:
-            g = torch.Generator().manual_seed(_seed(trial.seed, epoch))
-            perm, perm_epoch = torch.randperm(len(xtr), generator=g).to(device), epoch
-        idx = perm[i * b.batch_size : (i + 1) * b.batch_size]
-        x, y = xtr[idx], ytr[idx]
-        if data.augment:
-            x = random_crop_flip(x, torch.Generator(device).manual_seed(_seed(trial.seed, step, 1)))
-        if world > 1:
-            x, y = x[rank * local_b : (rank + 1) * local_b], y[rank * local_b : (rank + 1) * local_b]
-
-        out = fwd(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-
-        log_now = (step + 1) % b.log_every == 0 or step + 1 == p.total_steps
-        # The per-step hook: per-layer statistics (device only), then learning-rate control.
-        m = diag.measure() if diag else None
-        ctx = StepContext(measure=m, batch_acc=lambda: _mean_over_ranks((out.argmax(1) == y).float().mean(), world),
-                          update_c_hat=lambda: update_c_hat(opt, diag.params))
-        lr = warm.lr(step, scheduled_lr(sched.name, trial.lr, step, p.total_steps, milestones=sched.milestones,
-                                        gamma=sched.gamma, final_fraction=sched.final_fraction), ctx)
-        scales = warm.layer_scales(ctx)
-        if scales is not None:  # per-layer learning rates lr * scale_l on the scale-invariant tensors
-            torch._foreach_mul_([q.grad for q in diag.params], list(scales.unbind()))
-        lrs = lr if scales is None else lr * scales
-        for group in opt.param_groups:
-            group["lr"] = lr
-        warm_steps += warm.in_warmup(step)
-        if diag:
-            elr = diag.record(m, lrs, step)
-        if log_now:
-            grad_norm = torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
-            if diag:
-                diag.snapshot()
-        opt.step()
-
-        loss = loss.detach()
-        acc["loss"] += loss
-        acc["correct"] += (out.argmax(1) == y).sum()
-        acc["seen"] += len(y)
-        bad = ~torch.isfinite(loss)
-        acc["first_bad"] = torch.where(bad & (acc["first_bad"] < 0), step, acc["first_bad"])
-        step += 1
-        train_s += time.perf_counter() - t0
-
-        row: dict[str, Any] = {}
-        if log_now:
-            param_norm = torch.nn.utils.get_total_norm(params)
-            n_rows = max(1, acc["seen"] // local_b)
-            sums = torch.stack([acc["loss"] / n_rows, acc["correct"].float() / acc["seen"]])
-            first_bad = acc["first_bad"].float()
-            if world > 1:  # the mean over ranks of each rank's mean; a step bad anywhere is bad
-                dist.all_reduce(sums)
-                sums /= world
-                first_bad = _first_bad_over_ranks(first_bad)
-            vals = torch.cat([sums, torch.stack([grad_norm, param_norm, first_bad])]).tolist()  # the one host sync
-            row = {"step": step, "epoch": step / p.steps_per_epoch, "lr": lr, "train_loss": vals[0],
-                   "train_acc": vals[1], "grad_norm": vals[2], "param_norm": vals[3]}
-            acc.update(loss=torch.zeros_like(acc["loss"]), correct=torch.zeros_like(acc["correct"]), seen=0)
-            if diag:
-                layer_rows.append(log_row(step, m, elr, lrs, diag.update_ratio()))
-                row.update(scalars(layer_rows[-1]))
-            if vals[4] >= 0 or not all(math.isfinite(v) for v in vals[:4]):
-                diverged = True
-                row["diverged_step"] = int(vals[4]) if vals[4] >= 0 else step - 1
-        if not diverged and (step % p.eval_every == 0 or step == p.total_steps):
-            test_acc, test_loss = _evaluate_rank0(model, xte, yte, b.eval_batch_size, rank, world)
-            row.update(step=step, epoch=step / p.steps_per_epoch, test_acc=test_acc, test_loss=test_loss)
-            last_eval = {"test_acc": test_acc, "test_loss": test_loss, "step": step}
-            if not math.isfinite(test_loss):
-                diverged = True
-                row["diverged_step"] = step - 1
-        if row:
-            history.append(row)
-            if progress:
-                progress(step, p.total_steps, row)
-            if tracker:
-                tracker.log(row, layer_rows[-1] if diag and log_now else None)
-        if diverged:
-            break
-        if store and b.checkpoint_every and step % b.checkpoint_every == 0 and step < p.total_steps:
-            _save_checkpoint(ckpt_dir, b.keep_checkpoints, {
-                "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "warmup": warm.state_dict(), "rng_cpu": torch.get_rng_state(), "acc": acc,
-                "warm_steps": warm_steps, "train_s": train_s, "history": history, "last_eval": last_eval,
-                "layer_rows": layer_rows, "diag": diag.state_dict() if diag else None,
-            })
-            store.write_history(trial.trial_id, history)
-            store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
-        if stop_at_step is not None and step >= stop_at_step and step < p.total_steps:
-            if tracker:
-                tracker.run.finish(exit_code=1)
-            return {"trial_id": trial.trial_id, "outcome": "interrupted", "steps_done": step}
-
-    if diverged:
-        outcome = "diverged"
-    elif last_eval is not None and last_eval["test_acc"] >= w.threshold:
-        outcome = "trained"
-    else:
-        outcome = "untrained"
-    last_log = next((r for r in reversed(history) if "train_loss" in r), {})
-    ranks = _rank_fingerprints(params, loss, world) if world > 1 else None
-    result = {
-        "trial_id": trial.trial_id, "index": trial.index, **trial.point(),
-        "outcome": outcome, "threshold": w.threshold,
-        "final_test_acc": last_eval["test_acc"] if last_eval and not diverged else None,
-        "final_test_loss": last_eval["test_loss"] if last_eval and not diverged else None,
-        "final_train_loss": last_log.get("train_loss"), "final_train_acc": last_log.get("train_acc"),
-        "best_test_acc": max((r["test_acc"] for r in history if "test_acc" in r), default=None),
-        "diverged_step": next((r["diverged_step"] for r in history if "diverged_step" in r), None),
-        "steps_planned": p.total_steps, "steps_done": step, "warmup_steps": warm_steps,
-        **(diag.summary() if diag else dict.fromkeys(("spread_mean", "spread_early_mean", "spread_max",
-                                                     "overshoot_steps", "dead_layers_max", "grad_explosion_slope"))),
-        "train_s": round(train_s, 3), "wall_s": round(time.time() - started, 3),
-        "step_ms": round(1000 * train_s / max(step, 1), 3),
-        "device": str(device), "host": socket.gethostname(),
-        "params": sum(q.numel() for q in params), "workers": world, "error": None,
-    }
-    if ranks:
-        result["ranks"] = ranks
-    if tracker:
-        tracker.finish(result)
-        result["tracking_error"] = tracker.error
-    if world > 1:
-        dist.barrier()  # rank 0 deletes the checkpoints below only once every rank is past them
-    if store:
-        store.write_history(trial.trial_id, history)
-        store.write_layers(trial.trial_id, diag.names if diag else [], layer_rows)
-        store.write_result(result)
-        for c in _checkpoints(ckpt_dir):
-            c.unlink(missing_ok=True)
-    return result
-
-
 # ---------------------------------------------------------------- DDP helpers (collectives)
 def _mean_over_ranks(x: torch.Tensor, world: int) -> float:
     if world > 1:
@@ -343,7 +449,7 @@ def _rank_fingerprints(params, last_loss: torch.Tensor, world: int) -> list[dict
     trained on different data with the same averaged gradients."""
     mine = torch.stack([sum(q.detach().double().sum() for q in params),
                         sum(q.grad.double().sum() for q in params if q.grad is not None),
-                        last_loss.detach().double()])
+                        last_loss.double()])
     every = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(every, mine)
     return [{"param_sum": float(v[0]), "grad_sum": float(v[1]), "last_loss": float(v[2])} for v in every]

@@ -1,23 +1,31 @@
-"""Learning-rate control: the base schedules and the warm-up registry (science.md sections 6-8).
+"""The warm-up registry: learning-rate controllers that act on top of the base schedule
+(elrbench/schedules.py). Definitions and sources: docs/definitions.md, sections 6-8.
 
 A warm-up is a small stateful controller. Each step, after backward and before the optimizer
-steps, the training loop asks it for the learning rate given the base schedule's value; it may read
-this step's per-layer statistics (needs_stats) or the batch accuracy (needs_batch_acc). A warm-up
-may also return per-layer factors for the scale-invariant tensors (layer_scales), which the loop
-applies to their gradients: per-layer learning rates without per-layer optimizer groups. Its state
-is checkpointed with the trial.
+steps, the training loop (or the random-walk simulator) asks it for the learning rate given the
+schedule's value; it may read this step's per-layer statistics (needs_stats) or the batch accuracy
+(needs_batch_acc). A warm-up may also return per-layer factors for the scale-invariant tensors
+(layer_scales), which the loop applies to their gradients: per-layer learning rates without
+per-layer optimizer groups. Its state is checkpointed with the trial. Each warm-up says itself
+which studies it cannot run in (problems), so the spec needs no rule of its own about it.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from elrbench.diagnostics import critical_lr_live
+from elrbench import elr
+from elrbench.optimizers import create_optimizer
 from elrbench.workloads.registry import Registry
+
+if TYPE_CHECKING:
+    from elrbench.diagnostics import Measure
+    from elrbench.spec import OptimizerSpec, StudySpec
 
 
 class WarmupOptions(BaseModel):
@@ -28,7 +36,7 @@ class WarmupOptions(BaseModel):
 class StepContext:
     """What a controller may look at in one step. Reading a value onto the host costs a sync."""
 
-    measure: Any = None  # diagnostics.Measure of this step (device tensors), if computed
+    measure: Optional[Measure] = None  # this step's per-layer norms (device tensors), if computed
     batch_acc: Optional[Callable[[], float]] = None  # training accuracy of this step's batch (syncs)
     update_c_hat: Optional[Callable[[], torch.Tensor]] = None  # ||update direction|| / ||W|| per layer
 
@@ -38,12 +46,22 @@ class Warmup:
 
     needs_stats: ClassVar[bool] = False
     needs_batch_acc: ClassVar[bool] = False
-    optimizers: ClassVar[tuple[str, ...]] = ("sgd", "sgdm", "adamw")
 
-    def __init__(self, options: WarmupOptions, total_steps: int, optimizer: Any = None) -> None:
+    def __init__(self, options: WarmupOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
         self.options = options
         self.total_steps = total_steps
-        self.optimizer = optimizer  # the trial's OptimizerSpec
+        self.optimizer = optimizer
+
+    @classmethod
+    def problems(cls, name: str, options: dict[str, Any], study: StudySpec) -> list[str]:
+        """Why this warm-up cannot run in (part of) a study; empty when it can."""
+        if not cls.needs_stats:
+            return []
+        out = [f"warm-up '{name}' reads per-layer ELRs, but workload '{w.name}' has norm: none (no "
+               "scale-invariant tensors)" for w in study.workloads if w.norm == "none"]
+        if not study.diagnostics.enabled:
+            out.append(f"warm-up '{name}' needs diagnostics.enabled: true")
+        return out
 
     def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
         return scheduled
@@ -68,7 +86,8 @@ def warmup_options(name: str, options: dict[str, Any] | None) -> WarmupOptions:
     return WARMUPS.get(name).meta["options"].model_validate(options or {})
 
 
-def create_warmup(name: str, options: dict[str, Any] | None, total_steps: int, optimizer: Any = None) -> Warmup:
+def create_warmup(name: str, options: dict[str, Any] | None, total_steps: int,
+                  optimizer: Optional[OptimizerSpec] = None) -> Warmup:
     return WARMUPS.get(name).fn(warmup_options(name, options), total_steps, optimizer)
 
 
@@ -124,7 +143,7 @@ class HeClassicWarmup(Warmup):
 
     needs_batch_acc = True
 
-    def __init__(self, options: HeOptions, total_steps: int, optimizer: Any = None) -> None:
+    def __init__(self, options: HeOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
         super().__init__(options, total_steps, optimizer)
         self.done_at: int | None = None
 
@@ -151,9 +170,19 @@ class UntunedAdamOptions(WarmupOptions):
 class UntunedAdamWarmup(Warmup):
     """Linear over 2/(1-beta2) steps (Ma & Yarats 2021, 'untuned' warm-up for Adam)."""
 
-    def __init__(self, options: UntunedAdamOptions, total_steps: int, optimizer: Any = None) -> None:
+    @classmethod
+    def problems(cls, name: str, options: dict[str, Any], study: StudySpec) -> list[str]:
+        if options.get("beta2") is not None:
+            return []
+        return [f"untuned_adam takes beta2 from the optimizer, and '{o.name}' has none: set options.beta2"
+                for o in study.grid.optimizer if create_optimizer(o).beta2 is None]
+
+    def __init__(self, options: UntunedAdamOptions, total_steps: int,
+                 optimizer: Optional[OptimizerSpec] = None) -> None:
         super().__init__(options, total_steps, optimizer)
-        beta2 = options.beta2 if options.beta2 is not None else (optimizer.betas[1] if optimizer else 0.999)
+        beta2 = options.beta2
+        if beta2 is None:
+            beta2 = create_optimizer(optimizer).beta2 if optimizer else 0.999
         self.steps = max(1, math.ceil(2 / (1 - beta2)))
 
     def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
@@ -172,13 +201,13 @@ class CriticalOptions(WarmupOptions):
 
 @WARMUPS.register("critical", options=CriticalOptions)
 class CriticalWarmup(Warmup):
-    """Hyper-parameter-free warm-up (science.md section 6): eta_t = min(eta_schedule(t), eta_crit,t),
+    """Hyper-parameter-free warm-up (docs/definitions.md, section 6): eta_t = min(eta_schedule(t), eta_crit,t),
     eta_crit = 1/sqrt(c_hat_max c_hat_min), ending for good at the first step where eta_crit >= the
     schedule. Reads two numbers to the host per step while it lasts, none afterwards."""
 
     needs_stats = True
 
-    def __init__(self, options: CriticalOptions, total_steps: int, optimizer: Any = None) -> None:
+    def __init__(self, options: CriticalOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
         super().__init__(options, total_steps, optimizer)
         self.done_at: int | None = None
         self.c_ema: torch.Tensor | None = None
@@ -190,7 +219,7 @@ class CriticalWarmup(Warmup):
         if self.options.ema > 0:
             self.c_ema = c if self.c_ema is None else self.options.ema * self.c_ema + (1 - self.options.ema) * c
             c = self.c_ema
-        eta_crit = critical_lr_live(c).item()
+        eta_crit = elr.critical_lr(c).item()
         if eta_crit >= scheduled:
             self.done_at = step
             return scheduled
@@ -208,36 +237,26 @@ class CriticalWarmup(Warmup):
 
 @WARMUPS.register("constrained", options=WarmupOptions)
 class ConstrainedElr(Warmup):
-    """Uniform ELR across layers (science.md section 7): eta_l = E*/c_hat_l with E* the geometric
+    """Uniform ELR across layers (docs/definitions.md, section 7): eta_l = E*/c_hat_l with E* the geometric
     mean over layers of eta_schedule * c_hat_l. Applied as per-layer gradient factors
     geomean(c_hat)/c_hat_l with the scheduled rate (LARS-style: before momentum, not on weight
     decay); other parameters keep the scheduled rate. SGD and SGD with momentum only: Adam's
     per-coordinate normalization would undo a gradient factor."""
 
     needs_stats = True
-    optimizers = ("sgd", "sgdm")
+
+    @classmethod
+    def problems(cls, name: str, options: dict[str, Any], study: StudySpec) -> list[str]:
+        return super().problems(name, options, study) + [
+            f"warm-up '{name}' does not work with optimizer '{o.name}': it normalizes every coordinate, which "
+            "undoes per-layer gradient factors" for o in study.grid.optimizer if create_optimizer(o).per_coordinate]
 
     def layer_scales(self, ctx: StepContext) -> torch.Tensor:
         c = ctx.measure.c_hat
-        live = c > 0  # a dead layer (zero gradient) keeps factor 1: there is nothing to scale
+        live = elr.live(c)  # a dead layer (zero gradient) keeps factor 1: there is nothing to scale
         logs = torch.log(torch.where(live, c, 1.0))
         geo = torch.exp((logs * live).sum() / live.sum().clamp_min(1))
         return torch.where(live, geo / torch.where(live, c, 1.0), 1.0)
 
     def in_warmup(self, step: int) -> bool:
         return True  # it controls every step
-
-
-def scheduled_lr(name: str, lr: float, step: int, total_steps: int, *, milestones=(0.5, 0.75),
-                 gamma: float = 0.1, final_fraction: float = 0.0) -> float:
-    """The base schedule at a step: constant, step decay at fractions of the budget, or cosine."""
-    if name == "constant":
-        return lr
-    if name == "step":
-        # He et al. 2016 divide by 10 at 32k and 48k of 64k iterations: milestones 0.5 and 0.75.
-        passed = sum(step >= int(m * total_steps) for m in milestones)
-        return lr * gamma**passed
-    if name == "cosine":
-        progress = min(step / max(total_steps, 1), 1.0)
-        return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
-    raise ValueError(f"unknown schedule '{name}'")

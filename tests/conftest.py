@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from elrbench.executors import Events
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = {
@@ -54,3 +56,34 @@ def write_cifar(folder: Path, name: str = "cifar10", n_train_per_file: int = 20,
         rec[:, lb:] = rng.integers(0, 256, (n, 3072))
         rec.tofile(sub / fname)
     return sub
+
+
+class Recorder(Events):
+    """Executor events, recorded."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.steps: list[tuple[str, int, int]] = []
+        self.finished: list = []
+
+    def trial_started(self, trial_id: str) -> None:
+        self.started.append(trial_id)
+
+    def progress(self, trial_id: str, step: int, total: int) -> None:
+        self.steps.append((trial_id, step, total))
+
+    def trial_finished(self, result) -> None:
+        self.finished.append(result)
+
+
+class Died(Exception):
+    """Raised from a progress callback: the trial stops there, as if its process had died."""
+
+
+def stop_at(step: int):
+    """A progress callback that stops the trial at the first row logged at or after `step`."""
+    def progress(s: int, total: int, row: dict) -> None:
+        if s >= step:
+            raise Died(s)
+
+    return progress

@@ -139,7 +139,18 @@ def test_theory_commands(tmp_path, spec_file):
     assert r.returncode == 0, r.stderr
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("theory", "simulate", "--optimizer", "lion")
-    assert r.returncode == 2 and "--optimizer" in r.stderr
+    assert r.returncode == 2 and "--optimizer" in r.stderr and "unknown optimizer 'lion'" in r.stderr
+    # any registered warm-up, with options written as in a spec
+    r = run("theory", "simulate", "--layers", "8", "--steps", "12", "--warmup", "{name: linear, steps: 4}")
+    assert r.returncode == 0, r.stderr
+    assert "warm-up linear(steps=4)" in r.stdout.replace("\n", "")
+    r = run("theory", "simulate", "--steps", "12", "--warmup", "he_classic")
+    assert r.returncode == 2 and "--trains-at" in r.stderr
+    r = run("theory", "simulate", "--steps", "12", "--warmup", "he_classic", "--trains-at", "5",
+            "--optimizer", "sgdm", "--momentum", "0.5")
+    assert r.returncode == 0, r.stderr
+    r = run("theory", "simulate", "--warmup", "{name: linear, steps: 0}")
+    assert r.returncode == 2 and "steps" in r.stderr
 
 
 def test_submit_runs_on_an_embedded_ray_cluster_by_default(spec_file):
@@ -193,6 +204,6 @@ def test_resume_finishes_a_study_whose_driver_was_killed(tmp_path, base_spec):
 
     by_id = {t.trial_id: t for t in load_spec(spec).expand()}
     for row in rows:  # each, interrupted or not, equals an uninterrupted run
-        assert row["final_train_loss"] == run_trial(by_id[row["trial_id"]])["final_train_loss"]
+        assert row["final_train_loss"] == run_trial(by_id[row["trial_id"]]).final_train_loss
     bad = run("resume", str(tmp_path))
     assert bad.returncode == 2 and "not a study folder" in bad.stderr

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from elrbench.diagnostics import (LayerDiagnostics, discover, grad_explosion_slope, require, self_check,
-                                  update_c_hat)
+from elrbench import elr
+from elrbench.diagnostics import LayerDiagnostics, Measure, discover, grad_explosion_slope, log_row, require, self_check
 from elrbench.errors import NoScaleInvariantTensors
-from elrbench.results import StudyStore
+from elrbench.store import StudyStore
 from elrbench.train import run_trial
 from elrbench.warmup import create_warmup
 from elrbench.workloads import MODELS, create_model, load_dataset
@@ -64,7 +64,7 @@ def test_self_check_catches_a_tensor_that_is_not_invariant():
 
 
 def test_norm_identity_after_one_sgd_step_on_a_real_network():
-    # science.md section 3: ||W_{t+1}||^2 = ||W_t||^2 + eta^2 ||g_t||^2 for every scale-invariant tensor
+    # docs/definitions.md section 3: ||W_{t+1}||^2 = ||W_t||^2 + eta^2 ||g_t||^2 for every scale-invariant tensor
     data = load_dataset("digits")
     m = _model("resnet_v1", "bn", {"skip": "no_short"}, depth=20).double()
     for mod in m.modules():  # BatchNorm's eps is what makes <g, W> = 0 inexact; take it out of the way
@@ -93,24 +93,30 @@ def test_measure_is_batched_and_matches_per_tensor_norms():
     assert torch.allclose(meas.w, torch.stack([p.detach().norm() for p in d.params]))
     assert torch.allclose(meas.g, torch.stack([p.grad.norm() for p in d.params]))
     assert torch.allclose(meas.c_hat, meas.g / meas.w)
-    assert torch.allclose(meas.critical_lr(), 1 / torch.sqrt(meas.c_hat.max() * meas.c_hat.min()))
-    elr = d.record(meas, 0.1, 0)
-    assert torch.allclose(elr, 0.1 * meas.c_hat)
+    assert torch.allclose(elr.critical_lr(meas.c_hat), 1 / torch.sqrt(meas.c_hat.max() * meas.c_hat.min()))
+    e = d.record(meas, 0.1, 0)
+    assert torch.allclose(e, 0.1 * meas.c_hat)
     s = d.summary()
-    assert s["spread_mean"] == pytest.approx(torch.log10(elr.max() / elr.min()).item(), rel=1e-5)
+    assert s["spread_mean"] == pytest.approx(torch.log10(e.max() / e.min()).item(), rel=1e-5)
     assert s["grad_explosion_slope"] == pytest.approx(grad_explosion_slope(meas.g))
 
 
 def test_dead_layers_are_counted_not_clamped():
-    from elrbench.diagnostics import Measure, critical_lr_live, log_range, scalars
-
     m = Measure(w=torch.tensor([1.0, 2.0, 1.0]), g=torch.tensor([4.0, 0.0, 0.01]))
-    assert log_range(0.1 * m.c_hat).item() == pytest.approx(math.log10(400))  # the dead layer is left out
-    assert critical_lr_live(m.c_hat).item() == pytest.approx(1 / math.sqrt(4.0 * 0.01))
-    row = {"elr": (0.1 * m.c_hat).tolist(), "c_hat": m.c_hat.tolist(), "g_norm": m.g.tolist()}
-    sc = scalars(row)
+    assert elr.spread(0.1 * m.c_hat).item() == pytest.approx(math.log10(400))  # the dead layer is left out
+    assert elr.critical_lr(m.c_hat).item() == pytest.approx(1 / math.sqrt(4.0 * 0.01))
+    layers, sc = log_row(7, m, 0.1 * m.c_hat, 0.1, None)
+    assert layers["step"] == 7 and layers["g_norm"] == [4.0, 0.0, pytest.approx(0.01)]
     assert sc["dead_layers"] == 1 and sc["elr_spread"] == pytest.approx(math.log10(400))
-    assert scalars({"elr": [0.0, 0.0], "c_hat": [0.0, 0.0], "g_norm": [0.0, 0.0]})["elr_spread"] == 0.0
+    assert sc["eta_crit"] == pytest.approx(1 / math.sqrt(4.0 * 0.01)) and sc["elr_min"] == pytest.approx(0.001)
+    assert sc["elr_spread_std"] == pytest.approx(math.log10(400) / 2)  # two live layers: half their distance
+    dead = Measure(w=torch.ones(2), g=torch.zeros(2))
+    assert log_row(1, dead, torch.zeros(2), 0.1, None)[1] == {"dead_layers": 2, "overshooting_layers": 0,
+                                                              "elr_spread": 0.0, "elr_spread_std": 0.0}
+    assert elr.critical_lr(dead.c_hat).item() == math.inf  # nothing live limits the rate
+    # batched over leading dimensions, with the same masking per row
+    rows = torch.tensor([[1.0, 10.0, 0.0], [0.0, 0.0, 5.0]])
+    assert elr.spread(rows).tolist() == [1.0, 0.0]
     w = create_warmup("constrained", {}, 10)
     from elrbench.warmup import StepContext
 
@@ -125,21 +131,27 @@ def test_explosion_slope_sign():
     assert grad_explosion_slope(torch.tensor([1.0, 1.0, 1.0])) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("opt_name,kwargs", [
-    ("sgd", dict(momentum=0.9, weight_decay=1e-3)),
-    ("sgd", dict(momentum=0.9, nesterov=True)),
-    ("sgd", dict()),
-    ("adamw", dict(weight_decay=0.0)),
+@pytest.mark.parametrize("spec", [
+    dict(name="sgdm", momentum=0.9, weight_decay=1e-3),
+    dict(name="sgdm", momentum=0.9, nesterov=True),
+    dict(name="sgd"),
+    dict(name="sgd", weight_decay=1e-2),
+    dict(name="adam", weight_decay=1e-2),
+    dict(name="adamw", weight_decay=0.0),
 ])
-def test_update_c_hat_predicts_the_step_the_optimizer_takes(opt_name, kwargs):
+def test_update_direction_predicts_the_step_the_optimizer_takes(spec):
+    from elrbench.optimizers import create_optimizer
+    from elrbench.spec import OptimizerSpec
+
     m = _model("bn_mlp")
     params = [p for _, p in require(m)]
-    opt = (torch.optim.SGD if opt_name == "sgd" else torch.optim.AdamW)(m.parameters(), lr=0.01, **kwargs)
+    kind = create_optimizer(OptimizerSpec(**spec))
+    opt = kind.build(list(m.parameters()), 0.01)
     for step in range(3):
         x, y = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
         opt.zero_grad()
         F.cross_entropy(m(x), y).backward()
-        predicted = update_c_hat(opt, params)
+        predicted = elr.relative_norms(kind.direction(opt, params), params)
         before = [p.detach().clone() for p in params]
         opt.step()
         actual = torch.stack([(p.detach() - b).norm() / b.norm() / 0.01 for p, b in zip(params, before)])
@@ -167,10 +179,14 @@ def test_layer_rows_are_logged_and_consistent(base_spec):
     hist = [h for h in store.history(t.trial_id) if "elr_spread" in h]
     assert len(hist) == 12 and all(h["elr_spread"] >= 0 and h["eta_crit"] > 0 for h in hist)
     for key in ("spread_mean", "spread_early_mean", "spread_max", "grad_explosion_slope"):
-        assert isinstance(r[key], float)
-    assert r["spread_max"] >= r["spread_mean"] >= 0
-    assert r["grad_explosion_slope"] < 0  # no-skip BN network: gradients grow towards the input
-    assert r["overshoot_steps"] == sum(h["overshooting_layers"] > 0 for h in hist)
+        assert isinstance(getattr(r, key), float)
+    assert r.spread_max >= r.spread_mean >= 0
+    assert r.grad_explosion_slope < 0  # no-skip BN network: gradients grow towards the input
+    assert r.overshoot_steps == sum(h["overshooting_layers"] > 0 for h in hist)
+    for h, row in zip(hist, rows):  # the history's summaries are those of the per-layer rows
+        e = torch.tensor(row["elr"], dtype=torch.float64)
+        assert h["elr_spread"] == pytest.approx(math.log10(e.max() / e.min()), rel=1e-12)
+        assert h["eta_crit"] == pytest.approx(1 / math.sqrt(max(row["c_hat"]) * min(row["c_hat"])), rel=1e-12)
 
 
 def test_critical_warmup_sets_eta_crit_in_the_loop(base_spec):
@@ -184,7 +200,7 @@ def test_critical_warmup_sets_eta_crit_in_the_loop(base_spec):
     eta = (1 / torch.sqrt(c_hat.max() * c_hat.min())).item()
     assert eta < 10.0  # the warm-up is active at this target
     assert first["lr"][0] == pytest.approx(eta, rel=1e-4)
-    assert r["warmup_steps"] >= 1
+    assert r.warmup_steps >= 1
     lrs = [row["lr"][0] for row in rows]
     done = next((i for i, lr in enumerate(lrs) if lr == 10.0), None)
     if done is not None:  # once it ends it never comes back
@@ -202,7 +218,7 @@ def test_constrained_gives_every_layer_the_same_elr(base_spec):
         assert (e.max() / e.min()).item() == pytest.approx(1.0, rel=1e-4)
         # and the update it really takes matches (plain SGD: per-layer rates via gradient factors)
         assert torch.allclose(torch.tensor(row["update_ratio"]), e, rtol=1e-3)
-    assert r["spread_mean"] < 1e-4
+    assert r.spread_mean < 1e-4
 
 
 def test_warmup_controllers():

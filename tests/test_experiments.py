@@ -18,7 +18,7 @@ def test_snapshot_matches_the_trials_first_step(base_spec):
     s = _deep_noskip(base_spec)
     snap = init_snapshot(s.expand()[0])
     assert len(snap.names) == 19 and (snap.g > 0).all() and (snap.w > 0).all()
-    from elrbench.results import StudyStore
+    from elrbench.store import StudyStore
     from elrbench.train import run_trial
 
     store = StudyStore.create(s)
@@ -51,9 +51,9 @@ def test_warmup_spread_comparison_runs(base_spec):
     rows = spread_summary(s)
     assert len(rows) == 6
     for r in rows:
-        assert math.isfinite(r["spread_early_mean"]) and r["spread_max"] >= r["spread_mean"]
-    crit = [r for r in rows if r["warmup"] == "critical"]
-    assert all(r["warmup_steps"] >= 1 for r in crit)  # 5.0 is above eta_crit at init for this net
+        assert math.isfinite(r.spread_early_mean) and r.spread_max >= r.spread_mean
+    crit = [r for r in rows if r.warmup == "critical"]
+    assert all(r.warmup_steps >= 1 for r in crit)  # 5.0 is above eta_crit at init for this net
     # a rerun reuses the finished trials
     assert spread_summary(s) == rows
 

@@ -60,7 +60,8 @@ def test_normalized_weights_are_scale_invariant(name, norm):
         loss0.backward()
         g = w.grad.clone()
         # the gradient is orthogonal to the weight
-        assert abs(torch.sum(g * w).item()) <= 1e-4 * (g.norm() * w.norm()).item(), pname  # exact but for the eps of the norm layer
+        # exact but for the eps of the norm layer
+        assert abs(torch.sum(g * w).item()) <= 1e-4 * (g.norm() * w.norm()).item(), pname
         with torch.no_grad():
             w.mul_(3.0)
         loss3 = F.cross_entropy(m(x), y)

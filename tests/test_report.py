@@ -11,18 +11,18 @@ import subprocess
 import pytest
 import yaml
 
-from elrbench.report import best_lr, by_depth, failure_boundary
-from elrbench.results import StudyStore
+from elrbench.result import TrialResult
 from elrbench.spec import validate_spec
+from elrbench.store import StudyStore
+from elrbench.tables import Table, best_lr, by_depth, failure_boundary
 from tests.test_cli import EXE
 
 SECRET = "dummy-secret-fedcba9876543210fedcba9876543210"
 
 
 def _row(i, depth, lr, warmup, seed, outcome, acc, spread=0.5):
-    return {"trial_id": f"t{i}", "index": i, "workload": "w", "depth": depth, "lr": lr, "optimizer": "sgd",
-            "warmup": warmup, "schedule": "constant", "seed": seed, "outcome": outcome,
-            "final_test_acc": acc, "spread_mean": spread}
+    return TrialResult(trial_id=f"t{i}", index=i, workload="w", depth=depth, lr=lr, optimizer="sgd", warmup=warmup,
+                       schedule="constant", seed=seed, outcome=outcome, final_test_acc=acc, spread_mean=spread)
 
 
 ROWS = [  # depth 4 trains at both lrs; depth 32 only at lr 0.1 with a warm-up
@@ -42,19 +42,26 @@ def test_table_numbers_from_a_written_store(tmp_path, base_spec):
     for r in ROWS:
         store.write_result(r)
     rows = store.results()
-    t01 = next(t for t in by_depth(rows) if "lr=0.1" in t.title)
+    assert rows == ROWS  # written and read back as typed results
+    t01 = next(t for t in by_depth(rows) if t.group.lr == 0.1)
     c = t01.cells[(4, "none")]
-    assert (c.n, c.trained, c.acc_mean) == (2, 2, pytest.approx(0.94)) and c.acc_std == pytest.approx(0.0141421, abs=1e-6)
+    assert (c.n, c.trained, c.acc_mean) == (2, 2, pytest.approx(0.94))
+    assert c.acc_std == pytest.approx(0.0141421, abs=1e-6)
     c = t01.cells[(32, "none")]
     assert (c.n, c.trained, c.diverged, c.acc_mean, c.acc_std) == (2, 0, 1, 0.40, None)
-    t1 = next(t for t in by_depth(rows) if "lr=1" in t.title)
+    t1 = next(t for t in by_depth(rows) if t.group.lr == 1.0)
     c = t1.cells[(32, "lin")]
     assert (c.n, c.trained, c.failed, c.acc_mean) == (2, 0, 1, 0.50)
-    ((best, chosen),) = best_lr(rows)
-    assert chosen[(4, "lin")] == 1.0 and best.cells[(4, "lin")].acc_mean == pytest.approx(0.97)
-    assert chosen[(4, "none")] == 0.1 and chosen[(32, "lin")] == 0.1
-    ((_, depths, warmups, edge),) = failure_boundary(rows)
-    assert edge == {(4, "none"): 1.0, (4, "lin"): 1.0, (32, "none"): None, (32, "lin"): 0.1}
+    (best,) = best_lr(rows)
+    assert best.cells[(4, "lin")].lr == 1.0 and best.cells[(4, "lin")].cell.acc_mean == pytest.approx(0.97)
+    assert best.cells[(4, "none")].lr == 0.1 and best.cells[(32, "lin")].lr == 0.1
+    (edge,) = failure_boundary(rows)
+    assert edge.cells == {(4, "none"): 1.0, (4, "lin"): 1.0, (32, "none"): None, (32, "lin"): 0.1}
+    # the text forms carry the same numbers
+    t = Table.of("boundary", edge)
+    assert t.kind == "boundary" and t.title == "failure boundary: w  sgd  constant"
+    assert t.header == ["depth", "warm-up: none", "warm-up: lin"] and t.rows == [["4", "1", "1"], ["32", "-", "0.1"]]
+    assert Table.of("best_lr", best).rows[0][2].endswith(" @ lr 1")
 
 
 def run(*args, env=None):

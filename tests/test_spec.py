@@ -154,8 +154,8 @@ CATALOGUE = [
                                               "data": {"dir": "/nonexistent/cifar"}}), "workloads.0.data.dir"),
     ("critical-without-norm", lambda d: (_mut("workloads.0.norm", "none")(d), _mut("grid.warmup", ["critical"])(d)),
      "grid.warmup.0"),
-    ("constrained-with-adamw", lambda d: (_mut("grid.optimizer", ["adamw"])(d), _mut("grid.warmup", ["constrained"])(d)),
-     "grid.warmup.0"),
+    ("constrained-with-adamw",
+     lambda d: (_mut("grid.optimizer", ["adamw"])(d), _mut("grid.warmup", ["constrained"])(d)), "grid.warmup.0"),
     ("untuned-adam-with-sgd", _mut("grid.warmup", ["untuned_adam"]), "grid.warmup.0"),
     ("critical-bad-source", _mut("grid.warmup", [{"name": "critical", "source": "weights"}]),
      "grid.warmup.0.options.source"),
@@ -226,7 +226,8 @@ def test_every_shipped_study_validates(path, tmp_path):
     raw = yaml.safe_load(path.read_text())
     # specs for CIFAR name the user's data folder: point them at a small one in the official format
     cifar = [i for i, w in enumerate(raw["workloads"]) if w["dataset"] in ("cifar10", "cifar100")]
-    folders = {name: write_cifar(tmp_path / name, name).parent for name in {raw["workloads"][i]["dataset"] for i in cifar}}
+    names = {raw["workloads"][i]["dataset"] for i in cifar}
+    folders = {name: write_cifar(tmp_path / name, name).parent for name in names}
     s = load_spec(path, [f"workloads.{i}.data.dir={folders[raw['workloads'][i]['dataset']]}" for i in cifar])
     assert s.expand()
     assert path.read_text().startswith("#"), "a study spec opens with a header comment"

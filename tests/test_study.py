@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from elrbench.errors import UsageError
-from elrbench.results import StudyStore
 from elrbench.spec import validate_spec
+from elrbench.store import StudyStore
 from elrbench.study import plan_concurrency, ray_cluster, run_on_ray
-from tests.conftest import write_cifar
+from tests.conftest import Recorder, write_cifar
 
 
 def test_plan_concurrency(base_spec):
@@ -33,18 +35,27 @@ def test_plan_concurrency(base_spec):
 
 
 def test_the_embedded_cluster_stays_on_loopback():
-    import ray
-
-    @ray.remote
-    def where() -> str:
-        return ray.util.get_node_ip_address()
-
     with ray_cluster(num_cpus=1) as resources:
+        import ray  # imported by elrbench first, with the environment that keeps it on loopback
+
+        @ray.remote
+        def where() -> str:
+            return ray.util.get_node_ip_address()
+
         assert resources["CPU"] == 1.0
         assert ray.util.get_node_ip_address() == "127.0.0.1"
         assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
         assert ray.get(where.remote()) == "127.0.0.1"
     assert not ray.is_initialized()
+
+
+def test_a_process_that_imported_ray_first_is_refused():
+    # Ray reads its loopback switch once, at import: elrbench cannot keep such a process on 127.0.0.1
+    probe = ("import ray\nfrom elrbench.errors import ElrbenchError\nfrom elrbench.study import ray_cluster\n"
+             "try:\n    ray_cluster().__enter__()\nexcept ElrbenchError as e:\n    print('refused:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert "refused: ray was imported before elrbench" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -58,23 +69,22 @@ def test_study_on_ray_completes_and_a_rerun_runs_nothing(base_spec, cluster):
     base_spec["budget"].update(steps=8, log_every=4)
     s = validate_spec(base_spec)
     store = StudyStore.create(s)
-    started, steps, ended = [], [], []
-    rows = run_on_ray(s, store, on_start=started.append,
-                      on_step=lambda tid, step, total: steps.append((tid, step, total)), on_end=ended.append)
+    events = Recorder()
+    rows = run_on_ray(s, store, events)
     ids = [t.trial_id for t in s.expand()]
-    assert [r["trial_id"] for r in rows] == ids  # grid order, one row each
-    assert all(r["outcome"] in ("trained", "untrained") for r in rows)
-    assert sorted(started) == sorted(ids) and len(ended) == 4
-    assert {(tid, 8, 8) for tid in ids} <= set(steps)  # progress reached the driver
+    assert [r.trial_id for r in rows] == ids  # grid order, one row each
+    assert all(r.outcome in ("trained", "untrained") for r in rows)
+    assert sorted(events.started) == sorted(ids) and sorted(r.trial_id for r in events.finished) == sorted(ids)
+    assert {(tid, 8, 8) for tid in ids} <= set(events.steps)  # progress reached the driver
     assert all(len(store.history(i)) >= 2 for i in ids)
     # the same trial run inline gives the same numbers (the executor does not change training)
     from elrbench.train import run_trial
 
     inline = run_trial(s.expand()[0])
-    assert inline["final_test_acc"] == rows[0]["final_test_acc"]
-    started.clear()
-    again = run_on_ray(s, StudyStore.create(s), on_start=started.append)
-    assert started == [] and again == rows
+    assert inline.final_test_acc == rows[0].final_test_acc
+    again_events = Recorder()
+    again = run_on_ray(s, StudyStore.create(s), again_events)
+    assert again_events.started == [] and again == rows
 
 
 def test_an_infrastructure_failure_is_retried_then_recorded(base_spec, tmp_path, cluster):
@@ -90,12 +100,12 @@ def test_an_infrastructure_failure_is_retried_then_recorded(base_spec, tmp_path,
     s = validate_spec(base_spec)
     store = StudyStore.create(s)
     (row,) = run_on_ray(s, store)
-    assert row["outcome"] == "failed"
-    assert "holds label 200" in row["error"]
+    assert row.outcome == "failed"
+    assert "holds label 200" in row.error
     # Tune ran it twice (the first try and one retry) before giving up
     (err,) = (store.root / "tune").glob("*/error.txt")
     assert err.read_text().count("Failure #") == 2
-    assert store.result(row["trial_id"])["outcome"] == "failed"
+    assert store.result(row.trial_id).outcome == "failed"
 
 
 def test_a_ddp_trial_of_two_workers_averages_gradients(base_spec, cluster):
@@ -103,16 +113,16 @@ def test_a_ddp_trial_of_two_workers_averages_gradients(base_spec, cluster):
     base_spec["budget"].update(steps=10, log_every=5, checkpoint_every=4)  # rank 0 alone writes checkpoints
     s = validate_spec(base_spec)
     store = StudyStore.create(s)
-    steps = []
-    (row,) = run_on_ray(s, store, on_step=lambda tid, step, total: steps.append(step))
-    assert row["outcome"] in ("trained", "untrained") and row["workers"] == 2
-    assert {5, 10} <= set(steps)  # rank 0's rows reached Tune and the driver
-    r0, r1 = row["ranks"]
+    events = Recorder()
+    (row,) = run_on_ray(s, store, events)
+    assert row.outcome in ("trained", "untrained") and row.workers == 2
+    assert {5, 10} <= {step for _, step, _ in events.steps}  # rank 0's rows reached Tune and the driver
+    r0, r1 = row.ranks
     # same averaged gradients, hence the same weights, on both ranks; different data on each
     assert r0["grad_sum"] == r1["grad_sum"] and r0["param_sum"] == r1["param_sum"]
     assert r0["last_loss"] != r1["last_loss"]
-    assert len(store.history(row["trial_id"])) >= 2  # rank 0 wrote the history, once
-    assert [w["pid"] for w in store.workers(row["trial_id"])] and len(store.workers(row["trial_id"])) == 2
+    assert len(store.history(row.trial_id)) >= 2  # rank 0 wrote the history, once
+    assert [w["pid"] for w in store.workers(row.trial_id)] and len(store.workers(row.trial_id)) == 2
 
 
 def test_a_killed_worker_restarts_from_its_checkpoint_with_the_same_result(base_spec, cluster):
@@ -141,12 +151,12 @@ def test_a_killed_worker_restarts_from_its_checkpoint_with_the_same_result(base_
     th.join()
     assert killed, "the trial finished before it could be killed; make it longer"
     assert store.workers(t.trial_id)[0]["pid"] != killed[0]  # a new process finished it
-    assert row["outcome"] in ("trained", "untrained") and row["steps_done"] == 240
+    assert row.outcome in ("trained", "untrained") and row.steps_done == 240
     assert not list((tdir / "checkpoints").glob("*.pt"))  # removed once the trial finished
     from elrbench.train import run_trial
 
     clean = run_trial(t)  # the same trial, uninterrupted
     for k in ("final_test_acc", "final_test_loss", "final_train_loss", "spread_mean", "spread_max"):
-        assert row[k] == clean[k], k
+        assert getattr(row, k) == getattr(clean, k), k
     steps = [h["step"] for h in store.history(t.trial_id)]
     assert steps == sorted(set(steps))  # no step recorded twice after the restart

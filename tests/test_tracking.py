@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 
 from elrbench.errors import UsageError
-from elrbench.results import StudyStore
 from elrbench.spec import validate_spec
+from elrbench.store import StudyStore
 from elrbench.tracking import check_mode, read_offline_runs, read_run_file
 from elrbench.train import run_trial
+from tests.conftest import Died, stop_at
 
 SECRET = "dummy-secret-0123456789abcdef0123456789abcdef"
 
@@ -25,7 +26,7 @@ def test_an_offline_run_reads_back_exactly(tracked):
     s, store = tracked
     (t,) = s.expand()
     row = run_trial(t, store)
-    assert row["tracking_error"] is None
+    assert row.tracking_error is None
     (run,) = read_offline_runs(store.root)
     assert run["id"] == t.trial_id and run["group"] == s.study_id and run["job_type"] == t.workload.name
     assert run["project"] == "elrbench-test"
@@ -44,20 +45,25 @@ def test_an_offline_run_reads_back_exactly(tracked):
     assert "layers/table" not in run["history"][1]  # the per-layer table only every TABLE_EVERY log periods
     assert not any(k.startswith("layer_") or k.count("/") > 1 for h in run["history"] for k in h)
     sm = run["summary"]
-    assert sm["outcome"] == row["outcome"] and sm["final_test_acc"] == row["final_test_acc"]
-    assert sm["spread_mean"] == row["spread_mean"] and sm["steps_done"] == 24
+    assert sm["outcome"] == row.outcome and sm["final_test_acc"] == row.final_test_acc
+    assert sm["spread_mean"] == row.spread_mean and sm["steps_done"] == 24
+    # the summary holds the trial's result: every recorded field but its identity (beside the last
+    # value of each logged key, which W&B adds itself)
+    assert {k: sm.get(k, "missing") for k in row.summary()} == row.summary()
+    assert "trial_id" not in sm and "threshold" in sm and "grad_explosion_slope" in sm
 
 
 def test_a_restarted_trial_appends_to_its_run_without_duplicate_steps(tracked):
     s, store = tracked
     (t,) = s.expand()
-    run_trial(t, store, stop_at_step=12)  # dies after step 12; last checkpoint at step 8
+    with pytest.raises(Died):
+        run_trial(t, store, progress=stop_at(12))  # dies after step 12; last checkpoint at step 8
     row = run_trial(t, store)
     (run,) = read_offline_runs(store.root)
     assert len(run["files"]) == 2  # the first try and the resumed one
     steps = [h["_step"] for h in run["history"]]
     assert steps == [h["step"] for h in store.history(t.trial_id)] and len(steps) == len(set(steps))
-    assert run["summary"]["outcome"] == row["outcome"]
+    assert run["summary"]["outcome"] == row.outcome
 
 
 def test_a_torn_run_file_reads_up_to_the_tear(tracked, tmp_path):

@@ -4,10 +4,12 @@ import copy
 
 import pytest
 
-from elrbench.results import StudyStore
-from elrbench.spec import validate_spec
+from elrbench.schedules import scheduled_lr
+from elrbench.spec import ScheduleSpec, validate_spec
+from elrbench.store import StudyStore
 from elrbench.train import run_trial
-from elrbench.warmup import create_warmup, scheduled_lr
+from elrbench.warmup import create_warmup
+from tests.conftest import Died, stop_at
 
 
 def _trial(spec: dict, **grid):
@@ -23,7 +25,7 @@ def test_same_seed_same_losses(base_spec):
     r1 = run_trial(t, progress=lambda s, n, row: h1.append(row))
     r2 = run_trial(t, progress=lambda s, n, row: h2.append(row))
     assert [r.get("train_loss") for r in h1] == [r.get("train_loss") for r in h2]
-    assert r1["final_test_acc"] == r2["final_test_acc"]
+    assert r1.final_test_acc == r2.final_test_acc
     _, other = _trial(base_spec, seed=[1])
     h3 = []
     run_trial(other, progress=lambda s, n, row: h3.append(row))
@@ -48,14 +50,16 @@ def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, o
 
     whole = run_trial(t, StudyStore.create(validate_spec(dict(base_spec, output_dir=str(tmp_path / "a")))))
     store = StudyStore.create(validate_spec(dict(base_spec, output_dir=str(tmp_path / "b"))))
-    partial = run_trial(t, store, stop_at_step=17)
-    assert partial["outcome"] == "interrupted"
+    with pytest.raises(Died):
+        run_trial(t, store, progress=stop_at(15))  # rows every 5 steps: it dies after step 15
+    assert store.result(t.trial_id) is None
     ckpts = sorted(p.name for p in (store.trial_dir(t.trial_id) / "checkpoints").glob("*.pt"))
     assert ckpts == ["step_000000007.pt", "step_000000014.pt"]  # only the last few are kept
     resumed = run_trial(t, store)
-    for key in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "steps_done", "warmup_steps",
-                "spread_mean", "spread_early_mean", "spread_max", "overshoot_steps", "grad_explosion_slope"):
-        assert resumed[key] == whole[key], key
+    for key in ("final_test_acc", "final_test_loss", "final_train_loss", "final_train_acc", "steps_done",
+                "warmup_steps", "spread_mean", "spread_early_mean", "spread_max", "overshoot_steps",
+                "grad_explosion_slope"):
+        assert getattr(resumed, key) == getattr(whole, key), key
     assert StudyStore(tmp_path / "a" / s.study_id).layers(t.trial_id) == store.layers(t.trial_id)
     a = StudyStore(tmp_path / "a" / s.study_id).history(t.trial_id)
     b = store.history(t.trial_id)
@@ -68,19 +72,19 @@ def test_huge_learning_rate_diverges(base_spec):
     base_spec["workloads"][0]["norm"] = "none"
     _, t = _trial(base_spec, lr=[1e4])
     r = run_trial(t)
-    assert r["outcome"] == "diverged"
-    assert r["final_test_acc"] is None
-    assert 0 <= r["diverged_step"] < r["steps_planned"]
-    assert r["steps_done"] < r["steps_planned"] or r["diverged_step"] is not None
+    assert r.outcome == "diverged"
+    assert r.final_test_acc is None
+    assert 0 <= r.diverged_step < r.steps_planned
+    assert r.steps_done < r.steps_planned or r.diverged_step is not None
 
 
 def test_shallow_net_on_digits_trains(base_spec):
     base_spec["budget"] = {"epochs": 6, "batch_size": 64, "log_every": 10}
     _, t = _trial(base_spec)
     r = run_trial(t)
-    assert r["outcome"] == "trained", r
-    assert r["final_test_acc"] >= 0.9
-    assert r["steps_done"] == r["steps_planned"] == 6 * (1438 // 64)
+    assert r.outcome == "trained", r
+    assert r.final_test_acc >= 0.9
+    assert r.steps_done == r.steps_planned == 6 * (1438 // 64)
 
 
 def test_history_rows(base_spec, tmp_path):
@@ -92,7 +96,7 @@ def test_history_rows(base_spec, tmp_path):
     assert [row["step"] for row in h if "train_loss" in row] == [5, 10, 15, 20]
     assert [row["step"] for row in h if "test_acc" in row] == [10, 20]
     assert all(row["grad_norm"] > 0 and row["param_norm"] > 0 for row in h if "grad_norm" in row)
-    assert r["final_test_acc"] == h[-1]["test_acc"]
+    assert r.final_test_acc == h[-1]["test_acc"]
 
 
 def test_linear_warmup_and_schedules():
@@ -100,12 +104,14 @@ def test_linear_warmup_and_schedules():
     assert [w.lr(t, 1.0) for t in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert [w.in_warmup(t) for t in range(5)] == [True, True, True, False, False]
     assert create_warmup("none", {}, 10).lr(0, 0.3) == 0.3
-    assert scheduled_lr("step", 0.1, 49, 100) == 0.1
-    assert scheduled_lr("step", 0.1, 50, 100) == pytest.approx(0.01)
-    assert scheduled_lr("step", 0.1, 75, 100) == pytest.approx(0.001)
-    assert scheduled_lr("cosine", 0.1, 0, 100) == pytest.approx(0.1)
-    assert scheduled_lr("cosine", 0.1, 50, 100) == pytest.approx(0.05)
-    assert scheduled_lr("cosine", 0.1, 100, 100, final_fraction=0.1) == pytest.approx(0.01)
+    step, cosine = ScheduleSpec(name="step"), ScheduleSpec(name="cosine")
+    assert scheduled_lr(ScheduleSpec(), 0.1, 77, 100) == 0.1
+    assert scheduled_lr(step, 0.1, 49, 100) == 0.1
+    assert scheduled_lr(step, 0.1, 50, 100) == pytest.approx(0.01)
+    assert scheduled_lr(step, 0.1, 75, 100) == pytest.approx(0.001)
+    assert scheduled_lr(cosine, 0.1, 0, 100) == pytest.approx(0.1)
+    assert scheduled_lr(cosine, 0.1, 50, 100) == pytest.approx(0.05)
+    assert scheduled_lr(ScheduleSpec(name="cosine", final_fraction=0.1), 0.1, 100, 100) == pytest.approx(0.01)
 
 
 def test_learning_rate_reaches_the_optimizer(base_spec):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .registry import DataError, Registry
 
-DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset")
+DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ which weight tensors feed straight into a normalization layer (the scale-invaria
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from .registry import Registry, WorkloadError
 Norm = Literal["bn", "ln", "gn", "none"]
 Init = Literal["kaiming_fan_out", "torch_default"]
 
-MODELS: Registry[Callable[..., "ElrModel"]] = Registry("model")
+MODELS: Registry[Callable[..., ElrModel]] = Registry("model")
 
 
 class Options(BaseModel):

@@ -4,8 +4,9 @@ workloads/ imports nothing of elrbench; elrbench treats these errors as user mis
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 

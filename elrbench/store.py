@@ -15,36 +15,36 @@ torn file, and a trial's row is keyed by its id, so rerunning a finished trial c
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from elrbench import __version__
 from elrbench.errors import StoreError
-
-FINAL_OUTCOMES = ("trained", "untrained", "diverged")
-OUTCOMES = (*FINAL_OUTCOMES, "failed")
+from elrbench.result import TrialResult
 
 
-def _umask() -> int:
+@functools.cache
+def _file_mode() -> int:
+    """What open() would give a new file: mkstemp's 0600 would hide results from the group. Reading
+    the umask means setting it; done once, at the first write, and set straight back."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide results from the group
+    return 0o666 & ~mask
 
 
 def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _MODE)
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -61,7 +61,7 @@ class StudyStore:
 
     # ------------------------------------------------------------ opening
     @classmethod
-    def create(cls, spec) -> "StudyStore":
+    def create(cls, spec) -> StudyStore:
         """Open the study folder of a spec, making it on first use (never overwriting another spec's)."""
         from elrbench.spec import dump_spec
 
@@ -81,7 +81,7 @@ class StudyStore:
         return store
 
     @classmethod
-    def open(cls, root: str | Path) -> "StudyStore":
+    def open(cls, root: str | Path) -> StudyStore:
         store = cls(Path(root))
         if not (store.root / "study.json").is_file():
             raise StoreError(f"{store.root} is not a study folder (no study.json); "
@@ -111,36 +111,30 @@ class StudyStore:
     def workers(self, trial_id: str) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.trial_dir(trial_id).glob("worker-*.json"))]
 
-    def write_result(self, row: dict[str, Any]) -> None:
-        atomic_write(self.trial_dir(row["trial_id"]) / "result.json", json.dumps(row, indent=2))
+    def write_result(self, result: TrialResult) -> None:
+        atomic_write(self.trial_dir(result.trial_id) / "result.json", result.to_json())
         self.write_table()
 
-    def result(self, trial_id: str) -> dict[str, Any] | None:
-        path = self.trial_dir(trial_id) / "result.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
+    def result(self, trial_id: str) -> TrialResult | None:
+        return _read_result(self.trial_dir(trial_id) / "result.json")
 
     def finished(self, trial_id: str) -> bool:
-        row = self.result(trial_id)
-        return row is not None and row.get("outcome") in FINAL_OUTCOMES
+        r = self.result(trial_id)
+        return r is not None and r.finished
 
-    def results(self) -> list[dict[str, Any]]:
-        rows = [json.loads(p.read_text()) for p in sorted((self.root / "trials").glob("*/result.json"))]
-        return sorted(rows, key=lambda r: r.get("index", 0))
+    def results(self) -> list[TrialResult]:
+        found = (_read_result(p) for p in sorted((self.root / "trials").glob("*/result.json")))
+        return sorted((r for r in found if r is not None), key=lambda r: r.index)
 
     def write_table(self) -> None:
-        rows = self.results()
-        if not rows:
+        """trials.csv: one row per trial with a result, its columns the fields of TrialResult."""
+        results = self.results()
+        if not results:
             return
-        cols: list[str] = []
-        for r in rows:
-            cols += [k for k in r if k not in cols]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols)
+        w = csv.DictWriter(buf, fieldnames=TrialResult.columns(results))
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(r.record() for r in results)
         atomic_write(self.root / "trials.csv", buf.getvalue())
 
     # ------------------------------------------------------------ history
@@ -159,6 +153,16 @@ class StudyStore:
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
         return _read_jsonl(self.trial_dir(trial_id) / "history.jsonl")
+
+
+def _read_result(path: Path) -> TrialResult | None:
+    try:
+        return TrialResult.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise StoreError(f"{path}: not a readable trial result ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                         "move it away and rerun the trial") from None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

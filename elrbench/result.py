@@ -1,0 +1,101 @@
+"""The result of one trial: the benchmark's main product, as one typed record.
+
+Every writer and reader uses it: the training loop builds it, the store writes it as result.json
+and trials.csv, the W&B summary and the report's tables read its fields. A field that does not
+apply to a trial (the final metrics of a failed one, the per-rank check of a one-worker one) is
+left unset and is not written, so result.json holds exactly what the trial recorded; reading gives
+None for it. Study folders written before this type existed read unchanged (the same keys).
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from elrbench.spec import TrialSpec
+
+Outcome = Literal["trained", "untrained", "diverged", "failed"]
+FINAL_OUTCOMES: tuple[Outcome, ...] = ("trained", "untrained", "diverged")  # never rerun; "failed" is retried
+
+
+class TrialResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # which trial: its id, its place in the grid and the grid point (labels as in tables)
+    trial_id: str
+    index: int
+    workload: str
+    depth: int
+    lr: float
+    optimizer: str
+    warmup: str
+    schedule: str
+    seed: int
+    # what came out (docs/definitions.md, section 9)
+    outcome: Outcome
+    threshold: Optional[float] = None  # the final test accuracy that counts as trained
+    final_test_acc: Optional[float] = None  # None when diverged or failed
+    final_test_loss: Optional[float] = None
+    final_train_loss: Optional[float] = None  # of the last logged period
+    final_train_acc: Optional[float] = None
+    best_test_acc: Optional[float] = None
+    diverged_step: Optional[int] = None  # the first step with a non-finite loss or weights
+    steps_planned: Optional[int] = None
+    steps_done: Optional[int] = None
+    warmup_steps: Optional[int] = None  # steps in which the warm-up controlled the learning rate
+    # run-level ELR summaries over the live layers (docs/definitions.md, section 2)
+    spread_mean: Optional[float] = None  # log10 max/min ELR averaged over every step
+    spread_early_mean: Optional[float] = None  # ... over the first diagnostics.early_steps
+    spread_max: Optional[float] = None
+    overshoot_steps: Optional[int] = None  # steps in which some layer had ELR > 1
+    dead_layers_max: Optional[int] = None  # most layers with an exactly zero gradient in one step
+    grad_explosion_slope: Optional[float] = None  # slope of log10 ||g_l|| over layer position at init
+    # how it ran
+    train_s: Optional[float] = None
+    wall_s: Optional[float] = None
+    step_ms: Optional[float] = None
+    device: Optional[str] = None
+    host: Optional[str] = None
+    params: Optional[int] = None
+    workers: Optional[int] = None
+    error: Optional[str] = None  # a failed trial's error
+    ranks: Optional[list[dict[str, float]]] = None  # DDP: per-rank sums that show the ranks agree
+    tracking_error: Optional[str] = None  # a W&B failure (never fails the trial); set when tracked
+    traceback: Optional[str] = None  # a failed trial's last frames
+
+    @classmethod
+    def failed(cls, trial: TrialSpec, error: str, **extra: Any) -> TrialResult:
+        """The result of a trial that could not run: an infrastructure failure, not an outcome of training."""
+        import socket
+
+        return cls(trial_id=trial.trial_id, index=trial.index, **trial.point(), outcome="failed",
+                   threshold=trial.workload.threshold, host=socket.gethostname(), error=error, **extra)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome in FINAL_OUTCOMES
+
+    def record(self) -> dict[str, Any]:
+        """The fields the trial set, in field order: result.json's keys and trials.csv's row."""
+        return self.model_dump(exclude_unset=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.record(), indent=2)
+
+    @classmethod
+    def columns(cls, results: list[TrialResult]) -> list[str]:
+        """trials.csv's columns: every field that some trial set, in field order."""
+        used = set().union(*(r.model_fields_set for r in results)) if results else set()
+        return [f for f in cls.model_fields if f in used]
+
+    def summary(self) -> dict[str, Any]:
+        """What W&B keeps as the run's summary: every recorded field but the trial's identity (which
+        the run's id and config hold), the per-rank check and W&B's own error (known only after)."""
+        skip = {*IDENTITY, "ranks", "tracking_error"}
+        return {k: v for k, v in self.record().items() if k not in skip}
+
+
+POINT = ("workload", "depth", "lr", "optimizer", "warmup", "schedule", "seed")  # = TrialSpec.point()'s keys
+IDENTITY = ("trial_id", "index", *POINT)  # which trial; the rest is what it recorded

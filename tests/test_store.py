@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from elrbench.errors import StoreError
+from elrbench.executors import create_executor
+from elrbench.result import TrialResult
+from elrbench.spec import validate_spec
+from elrbench.store import StudyStore, atomic_write
+from elrbench.tables import by_depth
+from tests.conftest import Recorder
+
+
+def test_atomic_write_never_leaves_a_torn_file(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    atomic_write(path, "old")
+
+    class Boom(Exception):
+        pass
+
+    import os
+
+    real_replace = os.replace
+
+    def failing_replace(a, b):
+        raise Boom
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(Boom):
+        atomic_write(path, "new" * 1000)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp file left behind
+
+
+def test_study_runs_and_rerun_does_not_duplicate(base_spec):
+    base_spec["grid"].update(depth=[2, 3], seed=[0, 1])
+    base_spec["budget"]["steps"] = 10
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    events = Recorder()
+    rows = create_executor("inline").run(s, store, events)
+    assert len(events.started) == 4 and len(rows) == 4 and events.finished == rows
+    assert {r.outcome for r in rows} <= {"trained", "untrained"}
+    assert {(r.trial_id, 10, 10) for r in rows} <= set(events.steps)
+    table = (store.root / "trials.csv").read_text().splitlines()
+    assert len(table) == 1 + 4
+    # a rerun finds every trial finished and runs none
+    again = Recorder()
+    rows2 = create_executor("inline").run(s, StudyStore.create(s), again)
+    assert again.started == [] and rows2 == rows
+    assert len((store.root / "trials.csv").read_text().splitlines()) == 1 + 4
+    assert StudyStore.open(store.root).meta()["n_trials"] == 4
+    assert StudyStore.open(store.root).spec().spec_hash() == s.spec_hash()
+
+
+def test_open_refuses_other_folders(tmp_path):
+    with pytest.raises(StoreError, match="not a study folder"):
+        StudyStore.open(tmp_path)
+
+
+def test_create_refuses_a_folder_of_another_spec(base_spec):
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    meta = json.loads((store.root / "study.json").read_text())
+    meta["spec_hash"] = "something-else"
+    (store.root / "study.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="another spec"):
+        StudyStore.create(s)
+
+
+def _row(depth, warmup, seed, outcome, acc):
+    return TrialResult(trial_id=f"t{depth}{warmup}{seed}", index=0, workload="w", lr=0.1, optimizer="sgd",
+                       schedule="constant", depth=depth, warmup=warmup, seed=seed, outcome=outcome, final_test_acc=acc)
+
+
+def test_by_depth_table_numbers():
+    rows = [_row(4, "none", 0, "trained", 0.9), _row(4, "none", 1, "untrained", 0.7),
+            _row(4, "linear", 0, "trained", 0.95), _row(8, "none", 0, "diverged", None),
+            _row(8, "none", 1, "untrained", 0.5), _row(8, "linear", 0, "failed", None)]
+    (t,) = by_depth(rows)
+    assert t.depths == [4, 8] and t.warmups == ["none", "linear"]
+    c = t.cells[(4, "none")]
+    assert (c.n, c.trained, c.acc_mean) == (2, 1, pytest.approx(0.8))
+    assert c.acc_std == pytest.approx(0.1414213, rel=1e-5)
+    assert c.trained_fraction == 0.5
+    d = t.cells[(8, "none")]
+    assert (d.n, d.trained, d.diverged, d.acc_mean, d.acc_std) == (2, 0, 1, 0.5, None)
+    assert "div 1" in d.text()
+    assert t.cells[(8, "linear")].failed == 1 and t.cells[(8, "linear")].acc_mean is None
+
+
+# A result.json as the version before the typed result wrote it (a demo trial, W&B offline).
+OLD_RESULT = """{
+  "trial_id": "cnn-mnist5k-d16-critical-lr0.5-s0-64c97b",
+  "index": 10,
+  "workload": "cnn-mnist5k",
+  "depth": 16,
+  "lr": 0.5,
+  "optimizer": "sgd",
+  "warmup": "critical",
+  "schedule": "constant",
+  "seed": 0,
+  "outcome": "trained",
+  "threshold": 0.9,
+  "final_test_acc": 0.917,
+  "final_test_loss": 0.2947523193359375,
+  "final_train_loss": 0.21514618396759033,
+  "final_train_acc": 0.9375,
+  "best_test_acc": 0.917,
+  "diverged_step": null,
+  "steps_planned": 155,
+  "steps_done": 155,
+  "warmup_steps": 0,
+  "spread_mean": 0.4177656300606266,
+  "spread_early_mean": 0.5403159379959106,
+  "spread_max": 1.7697036266326904,
+  "overshoot_steps": 1,
+  "dead_layers_max": 0,
+  "grad_explosion_slope": -0.0749496421416581,
+  "train_s": 2.822,
+  "wall_s": 3.306,
+  "step_ms": 18.203,
+  "device": "cpu",
+  "host": "vm",
+  "params": 40730,
+  "workers": 1,
+  "error": null,
+  "tracking_error": null
+}"""
+
+
+def test_results_of_the_previous_version_read_and_rewrite_unchanged(base_spec):
+    store = StudyStore.create(validate_spec(base_spec))
+    tid = "cnn-mnist5k-d16-critical-lr0.5-s0-64c97b"
+    (store.trial_dir(tid)).mkdir(parents=True)
+    (store.trial_dir(tid) / "result.json").write_text(OLD_RESULT)
+    r = store.result(tid)
+    assert r.outcome == "trained" and r.final_test_acc == 0.917 and r.ranks is None and r.diverged_step is None
+    assert r.to_json() == OLD_RESULT  # the same bytes: set fields only, in the same order
+    store.write_table()
+    header = (store.root / "trials.csv").read_text().splitlines()[0].split(",")
+    assert header == list(json.loads(OLD_RESULT))
+    failed = TrialResult.failed(validate_spec(base_spec).expand()[0], "OSError: disk gone")
+    assert list(failed.record()) == ["trial_id", "index", "workload", "depth", "lr", "optimizer", "warmup",
+                                     "schedule", "seed", "outcome", "threshold", "host", "error"]
+    assert not failed.finished and r.finished
+
+
+def test_a_damaged_result_is_a_clear_error(base_spec):
+    store = StudyStore.create(validate_spec(base_spec))
+    (store.trial_dir("x")).mkdir(parents=True)
+    (store.trial_dir("x") / "result.json").write_text('{"trial_id": "x"}')
+    with pytest.raises(StoreError, match="result.json: not a readable trial result"):
+        store.results()
