@@ -130,7 +130,8 @@ def _trainable(config: dict[str, Any]) -> None:
     """One trial inside Tune: the loop itself (one worker) or a TorchTrainer that runs it on each rank."""
     trial = TrialSpec.model_validate(config["trial"])
     r = trial.resources
-    train, tune = _ray().train, _ray().tune
+    ray = _ray()
+    train, tune = ray.train, ray.tune
     if r.workers_per_trial == 1:
         _run_reporting(config, tune.report)
         return
