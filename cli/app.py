@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from . import jobs, report, show, status, submit, theory, train, validate
+from . import compare, jobs, report, show, status, submit, theory, train, validate
 from .common import STATE
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command("submit")(submit.submit)
 app.command("resume")(submit.resume)
 app.command("status")(status.status)
 app.command("report")(report.report)
+app.command("compare")(compare.compare)
 app.command("logs")(jobs.logs)
 app.command("stop")(jobs.stop)
 app.add_typer(theory.app, name="theory")

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from elrbench.errors import USER_ERRORS, TrialNotFound
 from elrbench.result import TrialResult
@@ -50,18 +51,38 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_table(t: Table) -> None:
-    table = RichTable(title=t.title, title_justify="left")
+    """A table in the terminal. Text is never read as markup (a spec's names could hold brackets)."""
+    table = RichTable(title=Text(t.title), title_justify="left")
     for col in t.header:
-        table.add_column(col, justify="right")
+        table.add_column(Text(col), justify="right")
     for row in t.rows:
-        table.add_row(*row)
+        table.add_row(*[Text(c) for c in row])
     console.print(table)
 
 
 def print_by_depth(rows: Iterable[TrialResult]) -> None:
+    """Trainability by depth, cells of two lines that fit 80 columns for three warm-ups: trained/finished
+    with the 95% Wilson interval of the fraction, then the mean final test accuracy with its 95%
+    bootstrap interval."""
     for grid in by_depth(rows):
-        print_table(Table.of("by_depth", grid))
-    console.print("cells: final test accuracy mean±std over seeds (trained/finished trials)", style="dim")
+        console.print(Text(f"trainability by depth: {grid.group.label}", style="italic"))  # as wide as the terminal
+        table = RichTable()
+        table.add_column("depth", justify="right")
+        for w in grid.warmups:
+            table.add_column(Text(w), justify="right")
+        for d in grid.depths:
+            table.add_row(str(d), *[Text("\n".join(grid.cells[(d, w)].lines(compact=True))) for w in grid.warmups])
+        console.print(table)
+    console.print("cells: trained/finished [95% Wilson]; mean final accuracy [95% bootstrap]", style="dim",
+                  highlight=False)
+
+
+def print_verdict(lines: list[str]) -> None:
+    """The report's headline: the trainable depth D50 per warm-up and its difference to the baseline."""
+    if lines:
+        console.print(Text("verdict (D50: the depth at which P(trained) = 0.5, 95% intervals):", style="bold"))
+        for line in lines:
+            console.print(Text("  " + line), soft_wrap=True)
 
 
 def outcome_counts(rows: Iterable[TrialResult]) -> str:

@@ -8,7 +8,7 @@ import typer
 from elrbench.errors import UsageError
 from elrbench.store import StudyStore
 
-from .common import command, console, err_console, print_by_depth
+from .common import command, console, err_console, print_by_depth, print_verdict
 
 
 @command
@@ -21,6 +21,8 @@ def report(
                                               "run files alone (a study's wandb/ folder)"),
     wandb: bool = typer.Option(True, help="also log the report to W&B as a study-summary run "
                                           "(mode from the study's tracking section)"),
+    wandb_report: bool = typer.Option(False, "--wandb-report", help="also save a W&B Report (verdict, tables, "
+                                      "panels by warm-up) on the W&B server: needs tracking.wandb: online"),
 ) -> None:
     """Trainability by depth: tables in the terminal, and report.html, PNG figures, CSV and Markdown tables."""
     from elrbench.report import build, from_store
@@ -29,6 +31,16 @@ def report(
     if (study_dir is None) == (from_wandb is None):
         raise UsageError("give a study folder or --from-wandb DIR (one of them)")
     store = None
+    if wandb_report and from_wandb is not None:
+        raise UsageError("--wandb-report goes with a study folder (its spec says where W&B is), not --from-wandb")
+    if wandb_report:  # refused before anything is built when the study is not online
+        from elrbench.tracking import check_mode
+
+        mode = StudyStore.open(study_dir).spec().tracking.wandb
+        if mode != "online":
+            raise UsageError(f"--wandb-report: a W&B Report is saved on a W&B server and this study tracks "
+                             f"'{mode}'; `wandb sync` its runs, set tracking.wandb: online, and rerun")
+        check_mode("online")
     if from_wandb is not None:
         if not from_wandb.is_dir() or not any(from_wandb.glob("**/offline-run-*/run-*.wandb")):
             raise UsageError(f"--from-wandb {from_wandb}: no W&B offline runs (offline-run-*/run-*.wandb) there")
@@ -42,6 +54,7 @@ def report(
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
     rep = build(src, out, trial or None)
     print_by_depth(src.rows)
+    print_verdict(rep.headline)
     for t in rep.tables:
         if t.kind == "boundary":
             g = t.grid
@@ -51,6 +64,13 @@ def report(
     for n in rep.notes:
         console.print(n, style="dim")
     finish_report(rep, store if wandb else None)
+    if wandb_report:
+        from elrbench.tracking import save_wandb_report
+
+        spec = store.spec()
+        url = save_wandb_report(store.meta()["study_id"], spec.tracking, rep.headline,
+                                [t for t in rep.tables if t.kind in ("by_depth", "d50")])
+        console.print(f"W&B Report: {url}", soft_wrap=True, highlight=False)
 
 
 def finish_report(rep, store: StudyStore | None) -> None:

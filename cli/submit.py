@@ -14,7 +14,7 @@ from elrbench.spec import load_spec
 from elrbench.store import StudyStore
 from elrbench.workloads import UnknownNameError
 
-from .common import command, console, fail, outcome_counts, print_by_depth
+from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict
 from .validate import OVERRIDES
 
 EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
@@ -128,6 +128,11 @@ def run_study(s, store: StudyStore, executor: Executor, report: bool = True) -> 
         bar.update(events.steps, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
+    if rows:
+        from elrbench.report import headline
+        from elrbench.tables import trainable_depths
+
+        print_verdict(headline(trainable_depths(rows, s.report.baseline)))
     if report and rows:
         from elrbench.report import build, from_store
 

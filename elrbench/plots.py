@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -115,13 +116,15 @@ def predicted_vs_measured(row: TrialResult, layers: list[dict[str, Any]]) -> byt
 
 
 def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: dict, threshold: float | None) -> bytes:
-    """The study's answer at a glance: final test accuracy (mean and std over seeds) against depth,
-    one line per warm-up; the 'trained' threshold dashed."""
+    """Final test accuracy against depth, one line per warm-up: the mean over seeds with its 95%
+    bootstrap interval; the 'trained' threshold dashed."""
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
     for i, w in enumerate(warmups):
-        pts = [(d, cells[(d, w)]) for d in depths if cells[(d, w)].acc_mean is not None]
-        ax.errorbar([d for d, _ in pts], [c.acc_mean for _, c in pts], yerr=[c.acc_std or 0.0 for _, c in pts],
+        pts = [(d, cells[(d, w)].acc) for d in depths if cells[(d, w)].acc.value is not None]
+        lo = [e.value - e.lo if e.has_interval else 0.0 for _, e in pts]
+        hi = [e.hi - e.value if e.has_interval else 0.0 for _, e in pts]
+        ax.errorbar([d for d, _ in pts], [e.value for _, e in pts], yerr=[lo, hi],
                     label=w, marker=MARKERS[i % 7], capsize=3, lw=1.4, ls=DASHES[i % 4])
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls="--", lw=0.8, label=f"trained >= {threshold:g}")
@@ -132,6 +135,38 @@ def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: 
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="warm-up", title_fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def trained_by_depth(title: str, depths: list[int], warmups: list[str], cells: dict, fits: dict) -> bytes:
+    """P(trained) against depth, one colour per warm-up: the fraction over seeds with its 95% Wilson
+    band, and the logistic fit whose 0.5 crossing is D50 (dotted line at D50 when the grid brackets it)."""
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"]
+    dense = np.geomspace(min(depths), max(depths), 200)
+    for i, w in enumerate(warmups):
+        est = [(d, cells[(d, w)].trained_ci) for d in depths if cells[(d, w)].finished]
+        if not est:
+            continue
+        c = colors(i % 10)
+        ds = [d for d, _ in est]
+        ax.fill_between(ds, [e.lo for _, e in est], [e.hi for _, e in est], color=c, alpha=0.15, lw=0)
+        ax.plot(ds, [e.value for _, e in est], ls="none", marker=MARKERS[i % 7], color=c, label=w)
+        fit = fits.get(w)
+        if fit is not None and fit.value is not None:
+            ax.plot(dense, fit.curve(dense), color=c, lw=1.2, ls=DASHES[i % 4])
+            if fit.bracketed:
+                ax.axvline(fit.value, color=c, lw=0.8, ls=":")
+    ax.axhline(0.5, color="gray", lw=0.6, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("depth")
+    ax.set_ylabel("P(trained)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="warm-up", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=9)
     return _png(fig)
 

@@ -21,9 +21,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 from elrbench import plots
+from elrbench.machine import describe
 from elrbench.result import IDENTITY, TrialResult
 from elrbench.store import StudyStore, atomic_write
-from elrbench.tables import Table, best_lr, by_depth, failure_boundary, make_cell, slug, spreads
+from elrbench.tables import (
+    Table,
+    TrainableDepths,
+    best_lr,
+    by_depth,
+    failure_boundary,
+    make_cell,
+    paired,
+    slug,
+    spreads,
+    trainable_depths,
+)
 
 History = Callable[[str], list[dict[str, Any]]]
 Layers = Callable[[str], tuple[list[str], list[dict[str, Any]]]]
@@ -39,6 +51,7 @@ class Source:
     layers: Optional[Layers]  # None: not available (W&B files hold per-layer tables only now and then)
     n_planned: Optional[int] = None
     origin: str = ""
+    baseline: str = "none"  # the warm-up every other is compared against (the spec's report.baseline)
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Figure:
 @dataclass
 class Report:
     out: Path
+    headline: list[str] = field(default_factory=list)  # the verdict, one line per warm-up and group
+    machines: list[str] = field(default_factory=list)  # where the trials ran, with how many each
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -59,7 +74,7 @@ class Report:
 def from_store(store: StudyStore) -> Source:
     meta = store.meta()
     return Source(meta["study_id"], store.results(), store.history, store.layers, meta.get("n_trials"),
-                  f"results store {store.root}")
+                  f"results store {store.root}", store.baseline())
 
 
 def from_wandb(folder: Path) -> Source:
@@ -92,15 +107,40 @@ def choose_trials(rows: list[TrialResult], wanted: Optional[list[str]]) -> list[
 
 
 # ---------------------------------------------------------------- tables
-def tables_of(rows: list[TrialResult]) -> tuple[list[Table], list[str]]:
+def headline(depths: list[TrainableDepths]) -> list[str]:
+    """The verdict lines of every group (prefixed by the group when there are several)."""
+    many = len(depths) > 1
+    return [(f"{t.group.label}: " if many else "") + line for t in depths for line in t.headline()]
+
+
+def tables_of(rows: list[TrialResult], baseline: str) -> tuple[list[Table], list[str]]:
     """Every table of the report, in order, and notes on the ones it cannot have."""
-    tables = [Table.of("by_depth", g) for g in by_depth(rows)] + [Table.of("spread", g) for g in spreads(rows)]
+    notes = []
+    tables = [Table.of("by_depth", g) for g in by_depth(rows)]
+    tables += [Table.of_depths(t) for t in trainable_depths(rows, baseline)]
+    comparisons = paired(rows, baseline)
+    tables += [Table.of("paired", g) for g in comparisons]
+    if not comparisons:
+        notes.append(f"Paired comparisons need the baseline warm-up '{baseline}' (report.baseline in the spec) "
+                     "and another warm-up in the same group of trials; this study has none.")
+    tables += [Table.of("spread", g) for g in spreads(rows)]
     if len({r.lr for r in rows}) > 1:
         tables += [Table.of("best_lr", g) for g in best_lr(rows)]
         tables += [Table.of("boundary", g) for g in failure_boundary(rows)]
-        return tables, []
-    return tables, ["The failure boundary (largest learning rate that still trains) needs a grid of several "
-                    "learning rates; this study has one."]
+    else:
+        notes.append("The failure boundary (largest learning rate that still trains) needs a grid of several "
+                     "learning rates; this study has one.")
+    return tables, notes
+
+
+def machines(rows: list[TrialResult]) -> list[str]:
+    """Each machine the trials ran on, with its number of trials."""
+    count: dict[str, int] = {}
+    for r in rows:
+        if r.cpu is not None:
+            key = describe(r.machine)
+            count[key] = count.get(key, 0) + 1
+    return [f"{m} ({n} trial{'s' * (n != 1)})" for m, n in count.items()]
 
 
 # ---------------------------------------------------------------- figures
@@ -110,11 +150,24 @@ class Context:
 
     src: Source
     depth_tables: list[Table]
+    d50_tables: list[Table]
     chosen: list[TrialResult]
     notes: list[str]
 
 
 Drawn = tuple[str, str, bytes]  # (name, caption, png)
+
+
+def trained_figures(ctx: Context) -> list[Drawn]:
+    out = []
+    fits = {t.data.group: {r.warmup: r.d50 for r in t.data.rows} for t in ctx.d50_tables}
+    for t in ctx.depth_tables:
+        g = t.grid
+        label = g.group.label
+        out.append((f"trained-{label}", "P(trained) against depth: fraction over seeds, 95% Wilson band and the "
+                    f"logistic fit whose 0.5 crossing is D50: {label}",
+                    plots.trained_by_depth(label, g.depths, g.warmups, g.cells, fits.get(g.group, {}))))
+    return out
 
 
 def accuracy_figures(ctx: Context) -> list[Drawn]:
@@ -123,8 +176,8 @@ def accuracy_figures(ctx: Context) -> list[Drawn]:
         g = t.grid
         thr = next((r.threshold for r in ctx.src.rows if g.group.holds(r)), None)
         label = g.group.label
-        out.append((f"accuracy-{label}", f"Final test accuracy against depth, mean ± std over seeds: {label}",
-                    plots.accuracy_by_depth(label, g.depths, g.warmups, g.cells, thr)))
+        out.append((f"accuracy-{label}", f"Final test accuracy against depth, mean over seeds with its 95% "
+                    f"bootstrap interval: {label}", plots.accuracy_by_depth(label, g.depths, g.warmups, g.cells, thr)))
     return out
 
 
@@ -180,7 +233,7 @@ def model_figures(ctx: Context) -> list[Drawn]:
 
 
 FIGURES: list[Callable[[Context], list[Drawn]]] = [
-    accuracy_figures, spread_figures, scatter_figure, heatmap_figures, model_figures]
+    trained_figures, accuracy_figures, spread_figures, scatter_figure, heatmap_figures, model_figures]
 
 
 # ---------------------------------------------------------------- the report
@@ -188,10 +241,13 @@ def build(src: Source, out: Path, trials: Optional[list[str]] = None) -> Report:
     rep = Report(Path(out))
     (rep.out / "tables").mkdir(parents=True, exist_ok=True)
     (rep.out / "figures").mkdir(parents=True, exist_ok=True)
-    rep.tables, rep.notes = tables_of(src.rows)
+    rep.tables, rep.notes = tables_of(src.rows, src.baseline)
+    rep.headline = headline([t.data for t in rep.tables if t.kind == "d50"])
+    rep.machines = machines(src.rows)
     for t in rep.tables:
         _write_table(rep.out / "tables", t)
-    ctx = Context(src, [t for t in rep.tables if t.kind == "by_depth"], choose_trials(src.rows, trials), rep.notes)
+    ctx = Context(src, [t for t in rep.tables if t.kind == "by_depth"], [t for t in rep.tables if t.kind == "d50"],
+                  choose_trials(src.rows, trials), rep.notes)
     for builder in FIGURES:
         for name, caption, png in builder(ctx):
             path = rep.out / "figures" / f"{slug(name)}.png"
@@ -206,7 +262,7 @@ def _write_table(folder: Path, t: Table) -> None:
     csv.writer(buf).writerows([t.header, *t.rows])
     atomic_write(folder / f"{t.key}.csv", buf.getvalue())
     md = [f"**{t.title}**", "", "| " + " | ".join(t.header) + " |", "|" + " --- |" * len(t.header)]
-    md += ["| " + " | ".join(r) + " |" for r in t.rows]
+    md += ["| " + " | ".join(c.replace("\n", "<br>") for c in r) + " |" for r in t.rows]
     atomic_write(folder / f"{t.key}.md", "\n".join(md) + "\n")
 
 
@@ -224,14 +280,24 @@ def _html(src: Source, rep: Report) -> str:
              f"<h1>Trainability report: {html.escape(src.title)}</h1>",
              f"<p>{len(src.rows)} trials with a result{planned}: {counts.trained} trained, {counts.diverged} "
              f"diverged, {counts.failed} failed. From the {html.escape(src.origin)}; generated "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
-             "<p class='note'>Cells: final test accuracy mean±std over seeds (trained/finished trials, diverged "
-             "and failed counts). Failure boundary: the largest learning rate of the grid at which at least half "
-             "of the seeds trained.</p>"]
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"]
+    if rep.headline:
+        parts.append("<h2 id='verdict'>Verdict</h2><ul class='headline'>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in rep.headline) + "</ul>")
+    if rep.machines:
+        parts.append("<p class='note'>Machines: " + "; ".join(html.escape(m) for m in rep.machines) + ".</p>")
+    parts.append("<p class='note'>Every interval is 95%. Cells: trained/finished trials with the Wilson interval of "
+                 "the fraction; final test accuracy mean and interquartile mean (IQM) over seeds with bootstrap "
+                 "intervals; diverged and failed counts. D50: the depth at which P(trained) = 0.5, from a logistic "
+                 "fit on log2(depth) with its profile-likelihood interval. Paired: each warm-up against the "
+                 "baseline on the same seeds, with paired bootstrap intervals; * marks an interval that excludes "
+                 "no difference. Failure boundary: the largest learning rate of the grid at which at least half of "
+                 "the seeds trained. Definitions: docs/statistics.md.</p>")
     for t in rep.tables:
         parts.append(f"<h2 id='{t.key}'>{html.escape(t.title)}</h2><table class='depth'><thead><tr>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in t.header) + "</tr></thead><tbody>"
-                     + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows)
+                     + "".join("<tr>" + "".join(f"<td>{html.escape(c).replace(chr(10), '<br>')}</td>" for c in r)
+                               + "</tr>" for r in t.rows)
                      + "</tbody></table>")
     for f in rep.figures:
         data = base64.b64encode(f.path.read_bytes()).decode()

@@ -58,6 +58,11 @@ class TrialResult(BaseModel):
     step_ms: Optional[float] = None
     device: Optional[str] = None
     host: Optional[str] = None
+    cpu: Optional[str] = None  # the machine (elrbench/machine.py): CPU model and architecture
+    cpu_capability: Optional[str] = None  # the CPU kernels torch used (AVX2, AVX512, ...)
+    torch_version: Optional[str] = None
+    cuda_version: Optional[str] = None
+    gpu: Optional[str] = None
     params: Optional[int] = None
     workers: Optional[int] = None
     error: Optional[str] = None  # a failed trial's error
@@ -89,6 +94,12 @@ class TrialResult(BaseModel):
         """trials.csv's columns: every field that some trial set, in field order."""
         used = set().union(*(r.model_fields_set for r in results)) if results else set()
         return [f for f in cls.model_fields if f in used]
+
+    @property
+    def machine(self) -> dict[str, Optional[str]]:
+        """Where it ran, as elrbench.machine.machine() names it (None fields: not recorded)."""
+        return {"cpu": self.cpu, "cpu_capability": self.cpu_capability, "torch": self.torch_version,
+                "cuda": self.cuda_version, "gpu": self.gpu}
 
     def summary(self) -> dict[str, Any]:
         """What W&B keeps as the run's summary: every recorded field but the trial's identity (which

@@ -282,6 +282,11 @@ class TrackingSpec(Frozen):
     entity: Optional[str] = None
 
 
+class ReportSpec(Frozen):
+    baseline: str = Field("none", description="the warm-up (as labelled in tables) every other warm-up is "
+                                              "compared against, paired by seed")
+
+
 class StudySpec(Frozen):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -292,6 +297,7 @@ class StudySpec(Frozen):
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
     output_dir: Path = Field(Path("runs"), validate_default=True, description="study folders go here")
 
     @field_validator("schema_version")
@@ -315,6 +321,10 @@ class StudySpec(Frozen):
                 problems.append((f"workloads.{i}.name", f"workload name '{w.name}' is used twice; set name:"))
             bad = sorted({p for d in self.grid.depth if (p := check_depth(w.model, d, w.model_options))})
             problems += [("grid.depth", f"workload '{w.name}': {p}") for p in bad]
+        labels = [w.label for w in self.grid.warmup]
+        if "baseline" in self.report.model_fields_set and self.report.baseline not in labels:
+            problems.append(("report.baseline", f"'{self.report.baseline}' is not a warm-up of the grid "
+                             f"(its labels: {', '.join(labels)})"))
         for i, warm in enumerate(self.grid.warmup):  # each warm-up knows where it cannot run
             warmup = WARMUPS.get(warm.name).fn
             problems += [(f"grid.warmup.{i}", p) for p in warmup.problems(warm.name, warm.options, self)]

@@ -1,6 +1,6 @@
 """The local results store: one folder per study, one sub-folder per trial.
 
-    <study>/study.json         id, spec hash, elrbench version, trial count
+    <study>/study.json         id, spec hash, elrbench version, trial count, the driver's machine
     <study>/spec.yaml          the resolved spec
     <study>/trials.csv         the trial table (rebuilt from the result files; for humans and tools)
     <study>/trials/<id>/result.json    one row: grid point, outcome, final metrics, timings, host
@@ -28,6 +28,7 @@ from typing import Any
 
 from elrbench import __version__
 from elrbench.errors import StoreError
+from elrbench.machine import machine
 from elrbench.result import TrialResult
 
 
@@ -76,7 +77,7 @@ class StudyStore:
         atomic_write(store.root / "spec.yaml", dump_spec(spec))
         atomic_write(meta_path, json.dumps({
             "study_id": spec.study_id, "name": spec.name, "spec_hash": spec.spec_hash(),
-            "n_trials": len(spec.expand()), "elrbench_version": __version__,
+            "n_trials": len(spec.expand()), "elrbench_version": __version__, "machine": machine(),
         }, indent=2))
         return store
 
@@ -98,6 +99,17 @@ class StudyStore:
         from elrbench.spec import load_spec
 
         return load_spec(self.root / "spec.yaml")
+
+    def baseline(self) -> str:
+        """The spec's report.baseline, read without validating the whole spec (whose data folders
+        may not exist where the report is made)."""
+        import yaml
+
+        try:
+            raw = yaml.safe_load((self.root / "spec.yaml").read_text()) or {}
+            return str((raw.get("report") or {}).get("baseline", "none"))
+        except (OSError, yaml.YAMLError, AttributeError):
+            return "none"
 
     # ------------------------------------------------------------ trials
     def trial_dir(self, trial_id: str) -> Path:

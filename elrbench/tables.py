@@ -12,8 +12,10 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Generic, Literal, Optional, TypeVar
 
+from elrbench import stats
 from elrbench.result import TrialResult
 
 V = TypeVar("V")
@@ -21,38 +23,71 @@ V = TypeVar("V")
 
 @dataclass(frozen=True)
 class Cell:
-    """The trials of one (depth, warm-up) cell, over seeds."""
+    """The trials of one (depth, warm-up) cell, over seeds, with 95% intervals (elrbench/stats.py)."""
 
     n: int  # trials with a result
     trained: int
     diverged: int
-    failed: int
-    acc_mean: float | None  # final test accuracy over the non-diverged, non-failed trials
-    acc_std: float | None
+    failed: int  # infrastructure failures: they say nothing about trainability and count in no fraction
+    accs: tuple[float, ...] = ()  # final test accuracies (trials neither diverged nor failed)
+
+    @property
+    def finished(self) -> int:
+        return self.n - self.failed
 
     @property
     def trained_fraction(self) -> float:
-        return self.trained / self.n if self.n else 0.0
+        return self.trained / self.finished if self.finished else 0.0
+
+    @cached_property
+    def trained_ci(self) -> stats.Estimate:
+        """The trained fraction with its Wilson interval."""
+        return stats.wilson(self.trained, self.finished)
+
+    @cached_property
+    def acc(self) -> stats.Estimate:
+        """Mean final test accuracy with its bootstrap interval."""
+        return stats.mean_ci(self.accs)
+
+    @cached_property
+    def acc_iqm(self) -> stats.Estimate:
+        """Interquartile mean of the final test accuracies with its bootstrap interval."""
+        return stats.iqm_ci(self.accs)
+
+    @property
+    def acc_mean(self) -> Optional[float]:
+        return self.acc.value
+
+    def lines(self, compact: bool = False) -> list[str]:
+        """The cell as text lines: trained fraction, mean accuracy (and IQM), divergences and failures.
+        compact: what fits a terminal column of about 20 characters."""
+        if not self.n:
+            return ["-"]
+        t = self.trained_ci
+        interval = f" [{t.lo:.2f}, {t.hi:.2f}]" if t.has_interval else ""
+        out = [f"{self.trained}/{self.finished}" + ("" if compact else " trained") + interval]
+        if self.acc.value is not None:
+            out.append(self.acc.text(".3f") if not compact else
+                       f"{self.acc.value:.3f}" + (f" [{self.acc.lo:.2f}, {self.acc.hi:.2f}]"
+                                                  if self.acc.has_interval else ""))
+            if not compact:
+                out[-1] = "acc " + out[-1]
+                out.append("IQM " + self.acc_iqm.text(".3f"))
+        extra = [f"div {self.diverged}"] * bool(self.diverged) + [f"fail {self.failed}"] * bool(self.failed)
+        return out + ([", ".join(extra)] if extra else [])
 
     def text(self) -> str:
-        if not self.n:
-            return "-"
-        acc = "n/a" if self.acc_mean is None else f"{self.acc_mean:.3f}" + (
-            f"±{self.acc_std:.3f}" if self.acc_std is not None else "")
-        extra = (f" div {self.diverged}" if self.diverged else "") + (f" fail {self.failed}" if self.failed else "")
-        return f"{acc} ({self.trained}/{self.n} trained{extra})"
+        return "\n".join(self.lines())
 
 
 def make_cell(rows: Iterable[TrialResult]) -> Cell:
     rows = list(rows)
-    accs = [r.final_test_acc for r in rows if r.final_test_acc is not None]
     return Cell(
         n=len(rows),
         trained=sum(r.outcome == "trained" for r in rows),
         diverged=sum(r.outcome == "diverged" for r in rows),
         failed=sum(r.outcome == "failed" for r in rows),
-        acc_mean=statistics.fmean(accs) if accs else None,
-        acc_std=statistics.stdev(accs) if len(accs) > 1 else None,
+        accs=tuple(r.final_test_acc for r in rows if r.final_test_acc is not None),
     )
 
 
@@ -145,7 +180,7 @@ def failure_boundary(rows: Iterable[TrialResult], majority: float = 0.5) -> list
     the grid at which at least `majority` of the finished seeds trained (None: no learning rate did)."""
     def edge(rows: list[TrialResult]) -> Optional[float]:
         ok = [lr for lr in {r.lr for r in rows}
-              if (c := make_cell(r for r in rows if r.lr == lr)).n and c.trained / c.n >= majority]
+              if (c := make_cell(r for r in rows if r.lr == lr)).finished and c.trained_fraction >= majority]
         return max(ok) if ok else None
 
     return [_grid(g, rs, edge) for g, rs in groups(rows, per_lr=False).items()]
@@ -164,8 +199,139 @@ def spreads(rows: Iterable[TrialResult]) -> list[DepthGrid[Optional[Spread]]]:
             if any(r.spread_mean is not None for r in rs)]
 
 
+# ---------------------------------------------------------------- paired comparisons
+@dataclass(frozen=True)
+class Comparison:
+    """A warm-up X against the baseline Y in one (depth) cell, paired by seed: the same seed gives
+    the same initialization and data order under every warm-up (tests/test_train.py checks it)."""
+
+    pairs: int  # seeds with an outcome of training under both
+    trained: stats.Estimate  # difference of the trained fractions, X - Y
+    acc: stats.Estimate  # difference of mean final accuracy, over the seeds where both have one
+    improvement: stats.Estimate  # P(X > Y) on final accuracy (0.5: no preference)
+
+    @property
+    def detected(self) -> bool:
+        """A difference is called only when an interval excludes 'no difference'."""
+        return self.trained.excludes(0.0) or self.acc.excludes(0.0) or self.improvement.excludes(0.5)
+
+    def lines(self) -> list[str]:
+        star = lambda e, zero: " *" if e.excludes(zero) else ""  # noqa: E731
+        return [f"Δtrained {self.trained.text('.2f', signed=True)}{star(self.trained, 0.0)}",
+                f"Δacc {self.acc.text('.3f', signed=True)}{star(self.acc, 0.0)}",
+                f"P(X>Y) {self.improvement.text('.2f')}{star(self.improvement, 0.5)}",
+                f"{self.pairs} seeds"]
+
+
+def compare_seeds(xs: list[TrialResult], ys: list[TrialResult]) -> Optional[Comparison]:
+    """X's trials against Y's, matched by seed (failed trials left out)."""
+    bx = {r.seed: r for r in xs if r.outcome != "failed"}
+    by = {r.seed: r for r in ys if r.outcome != "failed"}
+    seeds = sorted(set(bx) & set(by))
+    if not seeds:
+        return None
+    tx = [float(bx[s].outcome == "trained") for s in seeds]
+    ty = [float(by[s].outcome == "trained") for s in seeds]
+    both = [s for s in seeds if bx[s].final_test_acc is not None and by[s].final_test_acc is not None]
+    ax, ay = [bx[s].final_test_acc for s in both], [by[s].final_test_acc for s in both]
+    return Comparison(len(seeds), stats.paired(tx, ty, stats.mean_difference),
+                      stats.paired(ax, ay, stats.mean_difference), stats.paired(ax, ay, stats.prob_improvement))
+
+
+def paired(rows: Iterable[TrialResult], baseline: str) -> list[DepthGrid[Optional[Comparison]]]:
+    """Per (workload, lr, optimizer, schedule) holding the baseline: every other warm-up against it
+    at each depth."""
+    out = []
+    for g, rs in groups(rows, per_lr=True).items():
+        warmups = [w for w in dict.fromkeys(r.warmup for r in rs) if w != baseline]
+        if baseline not in {r.warmup for r in rs} or not warmups:
+            continue
+        depths = sorted({r.depth for r in rs})
+        cells = {(d, w): compare_seeds([r for r in rs if r.depth == d and r.warmup == w],
+                                       [r for r in rs if r.depth == d and r.warmup == baseline])
+                 for d in depths for w in warmups}
+        out.append(DepthGrid(g, depths, warmups, cells))
+    return out
+
+
+# ---------------------------------------------------------------- the trainable depth
+@dataclass(frozen=True)
+class Trainable:
+    """D50 of one warm-up in one group, and its difference to the baseline's (paired over seeds;
+    None for the baseline itself, or when either D50 lies beyond the grid)."""
+
+    warmup: str
+    d50: stats.Depth50
+    difference: Optional[stats.Estimate]
+
+
+@dataclass(frozen=True)
+class TrainableDepths:
+    group: Group
+    baseline: Optional[str]  # None: the group has no baseline trials
+    rows: list[Trainable]
+
+    def headline(self) -> list[str]:
+        """The study's answer, one line per warm-up: 'linear: trainable to 27 layers [21, 35]; none:
+        18 [14, 23]; difference +9 [2, 16] (8 seeds)', or that no difference is detectable."""
+        base = next((t for t in self.rows if t.warmup == self.baseline), None)
+        lines = []
+        for t in self.rows:
+            if t is base:
+                continue
+            line = f"{t.warmup}: trainable to {t.d50.text(' layers')}"
+            seeds = f"{t.d50.seeds} seeds"
+            if base is not None:
+                line += f"; {base.warmup}: {base.d50.text()}"
+                if t.difference is None:
+                    line += f"; difference not estimable: the grid does not bracket both ({seeds})"
+                elif not t.difference.has_interval:
+                    line += (f"; difference {t.difference.value:+.0f}: no interval with {seeds} "
+                             f"({stats.MIN_SEEDS} or more needed)")
+                elif t.difference.excludes(0.0):
+                    line += f"; difference {t.difference.text('.0f', signed=True)} ({seeds})"
+                else:
+                    line += f"; difference {t.difference.text('.0f', signed=True)}: not detectable with {seeds}"
+            else:
+                line += f" ({seeds})"
+            lines.append(line)
+        if not lines and base is not None:
+            lines.append(f"{base.warmup}: trainable to {base.d50.text(' layers')} ({base.d50.seeds} seeds)")
+        return lines
+
+
+def trainable_depths(rows: Iterable[TrialResult], baseline: str) -> list[TrainableDepths]:
+    """Per (workload, lr, optimizer, schedule) and warm-up: D50 over all seeds (failed trials left
+    out), and each warm-up's difference to the baseline's."""
+    out = []
+    for g, rs in groups(rows, per_lr=True).items():
+        done = [r for r in rs if r.outcome != "failed"]
+        warmups = list(dict.fromkeys(r.warmup for r in done))
+        base = baseline if baseline in warmups else None
+        items = []
+        for w in warmups:
+            mine = [r for r in done if r.warmup == w]
+            fit = stats.depth50([r.depth for r in mine], [r.outcome == "trained" for r in mine],
+                                len({r.seed for r in mine}))
+            items.append(Trainable(w, fit, None))
+        fits = {t.warmup: t.d50 for t in items}
+        if base is not None:
+            items = [Trainable(t.warmup, t.d50, _d50_difference(done, t.warmup, base)
+                               if t.warmup != base and fits[t.warmup].bracketed and fits[base].bracketed else None)
+                     for t in items]
+        out.append(TrainableDepths(g, base, items))
+    return out
+
+
+def _d50_difference(rows: list[TrialResult], x: str, y: str) -> stats.Estimate:
+    by = {(r.warmup, r.depth, r.seed): r.outcome == "trained" for r in rows}
+    keys = sorted({(r.depth, r.seed) for r in rows if r.warmup in (x, y)})
+    return stats.depth50_difference([d for d, _ in keys], [s for _, s in keys],
+                                    [by.get((x, d, s)) for d, s in keys], [by.get((y, d, s)) for d, s in keys])
+
+
 # ---------------------------------------------------------------- tables
-Kind = Literal["by_depth", "spread", "best_lr", "boundary"]
+Kind = Literal["by_depth", "spread", "best_lr", "boundary", "paired", "d50"]
 
 
 def _label(g: Group, lr_text: str) -> str:
@@ -180,19 +346,22 @@ KINDS: dict[str, tuple[Callable[[Group], str], Callable]] = {
     "best_lr": (lambda g: f"trainability by depth: {_label(g, 'best lr')}",
                 lambda b: b.cell.text() + ("" if b.lr is None else f" @ lr {b.lr:g}")),
     "boundary": (lambda g: f"failure boundary: {g.label}", lambda v: "-" if v is None else f"{v:g}"),
+    "paired": (lambda g: f"paired against the baseline: {g.label}",
+               lambda c: "-" if c is None else "\n".join(c.lines())),
 }
 
 
 @dataclass(frozen=True)
 class Table:
-    """A grid as text: what the terminal, CSV, Markdown, HTML and W&B show. `grid` keeps the data."""
+    """Data as text: what the terminal, CSV, Markdown, HTML and W&B show. `data` keeps the data (a
+    DepthGrid, or TrainableDepths); a cell may hold several lines."""
 
     key: str  # file name (a slug of the title)
     kind: Kind
     title: str
     header: list[str]
     rows: list[list[str]]
-    grid: DepthGrid
+    data: DepthGrid | TrainableDepths
 
     @classmethod
     def of(cls, kind: Kind, grid: DepthGrid) -> Table:
@@ -201,6 +370,19 @@ class Table:
         header = ["depth", *[f"warm-up: {w}" for w in grid.warmups]]
         rows = [[str(d), *[text(grid.cells[(d, w)]) for w in grid.warmups]] for d in grid.depths]
         return cls(slug(title), kind, title, header, rows, grid)
+
+    @classmethod
+    def of_depths(cls, t: TrainableDepths) -> Table:
+        title = f"trainable depth D50: {t.group.label}"
+        vs = f"difference to {t.baseline}" if t.baseline else "difference"
+        rows = [[r.warmup, r.d50.text(), "-" if r.difference is None else r.difference.text(".1f", signed=True)
+                 + (" *" if r.difference.excludes(0.0) else ""), str(r.d50.seeds)] for r in t.rows]
+        return cls(slug(title), "d50", title, ["warm-up", "D50, layers [95%]", vs, "seeds"], rows, t)
+
+    @property
+    def grid(self) -> DepthGrid:
+        assert isinstance(self.data, DepthGrid), self.kind
+        return self.data
 
 
 def slug(text: str) -> str:

@@ -86,9 +86,10 @@ class Tracker:
         return self.wandb.Table(columns=list(LAYER_COLUMNS), data=data)
 
     def finish(self, result: TrialResult) -> None:
-        """The run's summary is the trial's result (its recorded fields, TrialResult.summary)."""
+        """The run's summary is the trial's result (its recorded fields, TrialResult.summary), and a
+        numeric trained flag (1/0) that W&B panels can average into P(trained)."""
         try:
-            self.run.summary.update(result.summary())
+            self.run.summary.update({**result.summary(), "trained": float(result.outcome == "trained")})
             if getattr(self, "last_layers", None):
                 self.run.summary["layers/final_table"] = self._table(self.last_layers)
             self.run.finish(exit_code=0)
@@ -233,3 +234,51 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
     run.log(payload)
     run.finish()
     return run_id
+
+
+# ---------------------------------------------------------------- a W&B Report (wandb-workspaces)
+def wandb_report(study_id: str, tracking, entity: str, headline: list[str], tables: list[Table]):
+    """A W&B Report of the study: its verdict, the by-depth tables, and panels over the study's trial
+    runs (the run set is the study's W&B group, without the summary run) grouped by warm-up: the
+    trained fraction by depth and the ELR spread against step. Built without a server; saving it
+    (save_wandb_report) needs one."""
+    import wandb_workspaces.reports.v2 as wr
+
+    runs = wr.Runset(entity=entity, project=tracking.project, name=study_id,
+                     filters=f"Metric('Group') == '{study_id}' and Metric('JobType') != 'report'",
+                     groupby=["config.warmup.name", "config.depth"])
+    by_warmup = wr.Runset(entity=entity, project=tracking.project, name=f"{study_id} by warm-up",
+                          filters=runs.filters, groupby=["config.warmup.name"])
+    blocks = [wr.H1(f"elrbench: {study_id}"),
+              wr.MarkdownBlock("**Verdict** (D50: the depth at which P(trained) = 0.5, 95% intervals)\n\n"
+                               + "\n".join(f"- {line}" for line in headline) if headline else
+                               "No verdict: the study has too few depths or trials.")]
+    for t in tables:
+        md = ["| " + " | ".join(t.header) + " |", "|" + " --- |" * len(t.header)]
+        md += ["| " + " | ".join(c.replace("\n", "<br>") for c in r) + " |" for r in t.rows]
+        blocks += [wr.H2(t.title), wr.MarkdownBlock("\n".join(md))]
+    blocks += [
+        wr.H2("P(trained) by warm-up and depth"),
+        wr.PanelGrid(runsets=[runs], panels=[wr.BarPlot(title="P(trained): mean of the trained flag",
+                                                        metrics=[wr.SummaryMetric("trained")])]),
+        wr.H2("ELR spread against step, by warm-up"),
+        wr.PanelGrid(runsets=[by_warmup], panels=[wr.LinePlot(title="ELR spread log10(max/min)", x="Step",
+                                                              y=["elr_spread"], groupby_aggfunc="mean",
+                                                              groupby_rangefunc="minmax")]),
+    ]
+    return wr.Report(project=tracking.project, entity=entity, title=f"elrbench: {study_id}",
+                     description="Trainability by depth and what each warm-up buys, from elrbench.", blocks=blocks)
+
+
+def save_wandb_report(study_id: str, tracking, headline: list[str], tables: list[Table]) -> str:
+    """Build the study's W&B Report and save it to the W&B server; returns its URL. Online only."""
+    if tracking.wandb != "online":
+        raise UsageError(f"--wandb-report: a W&B Report is saved on a W&B server, and this study tracks "
+                         f"'{tracking.wandb}'; sync its runs (wandb sync) and set tracking.wandb: online")
+    check_mode("online")
+    import wandb
+
+    entity = tracking.entity or wandb.Api().default_entity
+    report = wandb_report(study_id, tracking, entity, headline, tables)
+    report.save()
+    return report.url

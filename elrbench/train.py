@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from elrbench import elr
 from elrbench.diagnostics import LayerDiagnostics, log_row
 from elrbench.errors import NoScaleInvariantTensors
+from elrbench.machine import machine
 from elrbench.optimizers import create_optimizer
 from elrbench.result import Outcome, TrialResult
 from elrbench.schedules import scheduled_lr
@@ -367,6 +368,7 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
     last_log = next((r for r in reversed(h) if "train_loss" in r), {})
     diag = run.diag.summary() if run.diag else dict.fromkeys(LayerDiagnostics.SUMMARY)
     ranks = {"ranks": _rank_fingerprints(run.params, state.last_loss, run.world)} if run.world > 1 else {}
+    m = machine()
     return TrialResult(
         trial_id=t.trial_id, index=t.index, **t.point(),
         outcome=classify(state.diverged, ev, t.workload.threshold), threshold=t.workload.threshold,
@@ -377,7 +379,8 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
         steps_planned=run.plan.total_steps, steps_done=state.step, warmup_steps=state.warm_steps, **diag,
         train_s=round(state.train_s, 3), wall_s=round(time.time() - started, 3),
         step_ms=round(1000 * state.train_s / max(state.step, 1), 3),
-        device=str(run.device), host=socket.gethostname(), params=sum(q.numel() for q in run.params),
+        device=str(run.device), host=socket.gethostname(), cpu=m["cpu"], cpu_capability=m["cpu_capability"],
+        torch_version=m["torch"], cuda_version=m["cuda"], gpu=m["gpu"], params=sum(q.numel() for q in run.params),
         workers=run.world, error=None, **ranks,
     )
 

@@ -9,7 +9,6 @@ from elrbench.executors import create_executor
 from elrbench.result import TrialResult
 from elrbench.spec import validate_spec
 from elrbench.store import StudyStore, atomic_write
-from elrbench.tables import by_depth
 from tests.conftest import Recorder
 
 
@@ -69,27 +68,6 @@ def test_create_refuses_a_folder_of_another_spec(base_spec):
     (store.root / "study.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="another spec"):
         StudyStore.create(s)
-
-
-def _row(depth, warmup, seed, outcome, acc):
-    return TrialResult(trial_id=f"t{depth}{warmup}{seed}", index=0, workload="w", lr=0.1, optimizer="sgd",
-                       schedule="constant", depth=depth, warmup=warmup, seed=seed, outcome=outcome, final_test_acc=acc)
-
-
-def test_by_depth_table_numbers():
-    rows = [_row(4, "none", 0, "trained", 0.9), _row(4, "none", 1, "untrained", 0.7),
-            _row(4, "linear", 0, "trained", 0.95), _row(8, "none", 0, "diverged", None),
-            _row(8, "none", 1, "untrained", 0.5), _row(8, "linear", 0, "failed", None)]
-    (t,) = by_depth(rows)
-    assert t.depths == [4, 8] and t.warmups == ["none", "linear"]
-    c = t.cells[(4, "none")]
-    assert (c.n, c.trained, c.acc_mean) == (2, 1, pytest.approx(0.8))
-    assert c.acc_std == pytest.approx(0.1414213, rel=1e-5)
-    assert c.trained_fraction == 0.5
-    d = t.cells[(8, "none")]
-    assert (d.n, d.trained, d.diverged, d.acc_mean, d.acc_std) == (2, 0, 1, 0.5, None)
-    assert "div 1" in d.text()
-    assert t.cells[(8, "linear")].failed == 1 and t.cells[(8, "linear")].acc_mean is None
 
 
 # A result.json as the version before the typed result wrote it (a demo trial, W&B offline).

@@ -101,3 +101,34 @@ def test_online_needs_a_key(monkeypatch, tmp_path):
     check_mode("disabled")
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     check_mode("online")
+
+
+def test_a_wandb_report_is_built_without_a_server():
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    from elrbench.spec import TrackingSpec
+    from elrbench.tables import Table, by_depth
+    from elrbench.tracking import save_wandb_report, wandb_report
+    from tests.test_tables import _row
+
+    (grid,) = by_depth([_row(4, "none", 0, "trained", 0.9), _row(8, "none", 0, "untrained", 0.3)])
+    table = Table.of("by_depth", grid)
+    online = TrackingSpec(wandb="online", project="elrbench-test", entity="someone")
+    r = wandb_report("demo-1234abcd", online, "someone", ["linear: trainable to 27 layers [21, 35]"], [table])
+    assert (r.project, r.entity, r.title) == ("elrbench-test", "someone", "elrbench: demo-1234abcd")
+    kinds = [type(b).__name__ for b in r.blocks]
+    assert kinds[:2] == ["H1", "MarkdownBlock"] and kinds.count("PanelGrid") == 2
+    assert "linear: trainable to 27 layers [21, 35]" in r.blocks[1].text
+    assert any(isinstance(b, wr.MarkdownBlock) and "| depth | warm-up: none |" in b.text for b in r.blocks)
+    runsets = [rs for b in r.blocks if isinstance(b, wr.PanelGrid) for rs in b.runsets]
+    for rs in runsets:  # each run set is the study's trial runs, and only those
+        assert (rs.entity, rs.project) == ("someone", "elrbench-test")
+        tree = repr(expr.expr_to_filters(rs.filters))
+        assert "demo-1234abcd" in tree and "group" in tree and "report" in tree
+    assert runsets[0].groupby == ["config.warmup.name", "config.depth"]
+    panels = [p for b in r.blocks if isinstance(b, wr.PanelGrid) for p in b.panels]
+    assert {type(p).__name__ for p in panels} == {"BarPlot", "LinePlot"}
+    # saving needs a W&B server: an offline study is refused in one line (never tried against a server)
+    with pytest.raises(UsageError, match="--wandb-report: a W&B Report is saved on a W&B server"):
+        save_wandb_report("demo-1234abcd", TrackingSpec(wandb="offline"), [], [table])

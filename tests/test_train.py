@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import ScheduleSpec, validate_spec
@@ -121,3 +122,27 @@ def test_learning_rate_reaches_the_optimizer(base_spec):
     rows = []
     run_trial(t, progress=lambda s, n, row: rows.append(row))
     assert [r["lr"] for r in rows if "lr" in r] == pytest.approx([0.1 * (i + 1) / 10 for i in range(10)])
+
+
+def test_the_same_seed_gives_the_same_start_under_every_warmup(base_spec):
+    # paired comparisons rest on this: a seed fixes the initialization and the data order, whatever
+    # the warm-up, optimizer or schedule
+    from elrbench.train import setup
+
+    base_spec["grid"].update(warmup=["none", {"name": "linear", "steps": 5}, "critical"],
+                             optimizer=["sgd", "adamw"], seed=[0, 1])
+    trials = validate_spec(base_spec).expand()
+    runs = {(t.warmup.name, t.optimizer.name, t.seed): setup(t) for t in trials}
+    for seed in (0, 1):
+        ref = runs[("none", "sgd", seed)]
+        for key, run in runs.items():
+            if key[2] != seed:
+                continue
+            for (n, a), (_, b) in zip(ref.model.state_dict().items(), run.model.state_dict().items()):
+                assert torch.equal(a, b), (key, n)
+            for step in (0, 1, 30, 31):  # two epochs' orders (22 steps of 64 per epoch)
+                assert torch.equal(ref.batch(step)[1], run.batch(step)[1]), (key, step)
+    # and another seed differs
+    a, b = runs[("none", "sgd", 0)], runs[("none", "sgd", 1)]
+    assert not torch.equal(a.batch(0)[1], b.batch(0)[1])
+    assert not all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))

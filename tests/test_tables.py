@@ -1,0 +1,82 @@
+"""Trainability tables from results: cells with intervals, paired comparisons, D50 and its headline."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from elrbench import stats
+from elrbench.result import TrialResult
+from elrbench.tables import Table, by_depth, paired, trainable_depths
+
+
+def _row(depth, warmup, seed, outcome, acc, lr=0.1):
+    return TrialResult(trial_id=f"t{depth}{warmup}{seed}{lr}", index=0, workload="w", lr=lr, optimizer="sgd",
+                       schedule="constant", depth=depth, warmup=warmup, seed=seed, outcome=outcome, final_test_acc=acc)
+
+
+def test_by_depth_cells():
+    rows = [_row(4, "none", 0, "trained", 0.9), _row(4, "none", 1, "untrained", 0.7),
+            _row(4, "linear", 0, "trained", 0.95), _row(8, "none", 0, "diverged", None),
+            _row(8, "none", 1, "untrained", 0.5), _row(8, "linear", 0, "failed", None)]
+    (t,) = by_depth(rows)
+    assert t.depths == [4, 8] and t.warmups == ["none", "linear"]
+    c = t.cells[(4, "none")]
+    assert (c.n, c.trained, c.finished, c.acc_mean) == (2, 1, 2, pytest.approx(0.8))
+    assert (c.trained_ci.lo, c.trained_ci.hi) == (stats.wilson(1, 2).lo, stats.wilson(1, 2).hi)
+    assert not c.acc.has_interval  # two seeds: no bootstrap interval
+    d = t.cells[(8, "none")]
+    assert (d.n, d.trained, d.diverged, d.acc_mean) == (2, 0, 1, 0.5)
+    assert "div 1" in d.text()
+    f = t.cells[(8, "linear")]
+    assert f.failed == 1 and f.finished == 0 and f.acc_mean is None and f.lines() == ["0/0 trained", "fail 1"]
+    # every compact line fits a terminal column
+    assert all(len(line) <= 20 for c in t.cells.values() for line in c.lines(compact=True))
+
+
+def _depth_study(d50: dict[str, float], seeds: int, depths=(4, 8, 16, 32, 64), seed=0):
+    """Outcomes drawn from a logistic boundary per warm-up; every seed shares a 'luck' term across
+    warm-ups (what pairing by seed cancels)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(seeds):
+        luck = rng.normal(0, 0.5)
+        for d in depths:
+            u = rng.random()
+            for w, m in d50.items():
+                p = 1 / (1 + math.exp(3 * (math.log2(d) - math.log2(m)) - luck))
+                trained = u < p
+                acc = 0.5 + 0.4 * p + 0.02 * luck
+                rows.append(_row(d, w, s, "trained" if trained else "untrained", acc))
+    return rows
+
+
+def test_paired_comparisons_and_the_headline():
+    rows = _depth_study({"none": 12.0, "linear": 40.0}, seeds=12)
+    (grid,) = paired(rows, "none")
+    assert grid.warmups == ["linear"]
+    c = grid.cells[(16, "linear")]
+    assert c.pairs == 12 and c.acc.excludes(0.0) and c.acc.value > 0 and c.improvement.value == 1.0
+    assert c.detected and any(line.endswith("*") for line in c.lines())
+    (t,) = trainable_depths(rows, "none")
+    lin = next(r for r in t.rows if r.warmup == "linear")
+    assert lin.d50.bracketed and lin.difference.excludes(0.0) and lin.difference.value > 0
+    (line,) = t.headline()
+    assert line.startswith("linear: trainable to ") and "; none: " in line and "difference +" in line
+    assert "not detectable" not in line
+    table = Table.of_depths(t)
+    assert table.kind == "d50" and table.header[2] == "difference to none" and table.rows[1][2].endswith(" *")
+
+
+def test_no_difference_is_called_when_there_is_none():
+    rows = _depth_study({"none": 16.0, "same": 16.0}, seeds=8, seed=3)
+    (t,) = trainable_depths(rows, "none")
+    same = next(r for r in t.rows if r.warmup == "same")
+    assert same.difference.value == 0.0 and not same.difference.excludes(0.0)
+    assert "not detectable with 8 seeds" in t.headline()[0]
+    few = trainable_depths(_depth_study({"none": 16.0, "lin": 40.0}, seeds=3), "none")[0]
+    assert "no interval with 3 seeds (5 or more needed)" in few.headline()[0]
+    # without the baseline in the study, D50 alone
+    alone = trainable_depths([r for r in rows if r.warmup == "same"], "none")[0]
+    assert alone.baseline is None and alone.headline()[0].startswith("same: trainable to ")
