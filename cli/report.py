@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from elrbench.errors import UsageError
 from elrbench.store import StudyStore
@@ -61,6 +62,8 @@ def report(
             console.print(f"{t.title}: " + "; ".join(f"depth {d}: " + ", ".join(
                 f"{w} {'-' if g.cells[(d, w)] is None else format(g.cells[(d, w)], 'g')}" for w in g.warmups)
                 for d in g.depths), highlight=False, soft_wrap=True)
+    for m in rep.machines:
+        console.print(Text(f"ran on: {m}", style="dim"), soft_wrap=True)
     for n in rep.notes:
         console.print(n, style="dim")
     finish_report(rep, store if wandb else None)

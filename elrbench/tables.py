@@ -8,7 +8,6 @@ never a table's title or header text.
 from __future__ import annotations
 
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -101,10 +100,14 @@ class Best:
 
 @dataclass(frozen=True)
 class Spread:
-    """Run-averaged ELR spread of a cell, mean over its seeds (log10 max/min)."""
+    """Run-averaged ELR spread of a cell (log10 max/min): the mean over its seeds with a bootstrap
+    interval."""
 
-    early: Optional[float]  # over the first diagnostics.early_steps
-    run: float  # over the whole run
+    early: stats.Estimate  # averaged over the first diagnostics.early_steps of each run
+    run: stats.Estimate  # over the whole run
+
+    def text(self) -> str:
+        return ("-" if self.early.value is None else self.early.text(".2f")) + " / " + self.run.text(".2f")
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,8 @@ def spreads(rows: Iterable[TrialResult]) -> list[DepthGrid[Optional[Spread]]]:
         rs = [r for r in rows if r.spread_mean is not None]
         if not rs:
             return None
-        early = [r.spread_early_mean for r in rs if r.spread_early_mean is not None]
-        return Spread(statistics.fmean(early) if early else None, statistics.fmean(r.spread_mean for r in rs))
+        return Spread(stats.mean_ci([r.spread_early_mean for r in rs if r.spread_early_mean is not None]),
+                      stats.mean_ci([r.spread_mean for r in rs]))
 
     return [_grid(g, rs, spread) for g, rs in groups(rows, per_lr=True).items()
             if any(r.spread_mean is not None for r in rs)]
@@ -275,6 +278,9 @@ class TrainableDepths:
         """The study's answer, one line per warm-up: 'linear: trainable to 27 layers [21, 35]; none:
         18 [14, 23]; difference +9 [2, 16] (8 seeds)', or that no difference is detectable."""
         base = next((t for t in self.rows if t.warmup == self.baseline), None)
+        if all(t.d50.value is None for t in self.rows):
+            return [f"trainable depth: the grid needs two depths or more ({', '.join(t.warmup for t in self.rows)}"
+                    f" run at depth {self.rows[0].d50.min_depth} only)"] if self.rows else []
         lines = []
         for t in self.rows:
             if t is base:
@@ -342,7 +348,7 @@ def _label(g: Group, lr_text: str) -> str:
 KINDS: dict[str, tuple[Callable[[Group], str], Callable]] = {
     "by_depth": (lambda g: f"trainability by depth: {g.label}", Cell.text),
     "spread": (lambda g: f"ELR spread, first K steps / whole run: {g.label}",
-               lambda s: "-" if s is None else ("- / " if s.early is None else f"{s.early:.2f} / ") + f"{s.run:.2f}"),
+               lambda s: "-" if s is None else s.text()),
     "best_lr": (lambda g: f"trainability by depth: {_label(g, 'best lr')}",
                 lambda b: b.cell.text() + ("" if b.lr is None else f" @ lr {b.lr:g}")),
     "boundary": (lambda g: f"failure boundary: {g.label}", lambda v: "-" if v is None else f"{v:g}"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,8 +19,8 @@ from tests.conftest import ROOT
 EXE = shutil.which("elrbench", path=str(Path(sys.executable).parent)) or "elrbench"
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+def run(*args: str, cwd: Path | None = None, columns: int = 200) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1")
     return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
 
@@ -92,6 +93,10 @@ def test_submit_status_train(spec_file, tmp_path):
 
     st = run("status", str(folder))
     assert st.returncode == 0 and "2/2 trials have a result" in st.stdout
+    # the by-depth table fits an 80-column terminal, each cell's lines whole (trained [Wilson], accuracy)
+    narrow = run("status", str(folder), columns=80)
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    assert re.search(r"│\s+[01]/1 \[[01]\.\d\d, [01]\.\d\d\] │", narrow.stdout), narrow.stdout
 
     ids = [row["trial_id"] for row in rows]
     tr = run("train", str(spec_file), "--trial", ids[0])

@@ -126,6 +126,9 @@ def test_the_html_renders_in_headless_chromium(study, tmp_path):
     probe = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
              "const p=document.createElement('pre');p.id='probe';p.textContent=JSON.stringify({"
              "rows:document.querySelectorAll('table.depth tbody tr').length,images:imgs.length,"
+             "verdict:document.querySelectorAll('ul.headline li').length,"
+             "interval:/\\d\\/\\d trained \\[0\\.\\d\\d, [01]\\.\\d\\d\\]/.test("
+             "document.querySelector('table.depth tbody td:nth-child(2)').innerText),"
              "decoded:imgs.filter(i=>i.complete&&i.naturalWidth>0).length});document.body.appendChild(p);});"
              "</script>")
     page.write_text((folder / "report" / "report.html").read_text().replace("</body>", probe + "</body>"))
@@ -135,7 +138,8 @@ def test_the_html_renders_in_headless_chromium(study, tmp_path):
     start = dom.stdout.index('<pre id="probe">') + len('<pre id="probe">')
     probe_out = json.loads(dom.stdout[start : dom.stdout.index("</pre>", start)])
     n_figures = len(list((folder / "report" / "figures").glob("*.png")))
-    assert probe_out == {"rows": 10 * 2, "images": n_figures, "decoded": n_figures}  # 10 tables of 2 rows
+    # 10 tables of 2 rows; the verdict's lines (one per lr); a cell's Wilson interval as rendered
+    assert probe_out == {"rows": 10 * 2, "images": n_figures, "decoded": n_figures, "verdict": 2, "interval": True}
     shot = tmp_path / "shot.png"
     subprocess.run(common + ["--window-size=1200,1600", f"--screenshot={shot}", (folder / "report" / "report.html")
                              .as_uri()], capture_output=True, timeout=120)
@@ -180,3 +184,25 @@ def test_report_on_bad_input(tmp_path):
     assert r.returncode == 2 and "not a study folder" in r.stderr
     r = run("report")
     assert r.returncode == 2 and "--from-wandb" in r.stderr
+
+
+def test_compare_two_runs_of_one_grid(study, tmp_path):
+    folder, _, _ = study
+    twin = tmp_path / "twin"
+    shutil.copytree(folder, twin)
+    # make the twin differ in one trial, as another machine might
+    one = next(twin.glob("trials/*d8-none-lr1*/result.json"))
+    row = json.loads(one.read_text())
+    row["outcome"], row["final_test_acc"] = ("untrained", 0.1) if row["outcome"] == "trained" else ("trained", 0.99)
+    one.write_text(json.dumps(row, indent=2))
+    r = run("compare", str(folder), str(twin))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "8 trials in both; 0 only in A, 0 only in B" in r.stdout
+    assert "0 of 8 cells differ beyond their 95% intervals" in r.stdout  # one seed: no interval, nothing called
+    assert "A: " in r.stdout and "B: " in r.stdout and "the verdicts" in r.stdout
+    assert "linear(steps=10) against none" in r.stdout
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({"study_id": "x", "n_trials": 0}))
+    bad = run("compare", str(folder), str(other))
+    assert bad.returncode == 2 and "no trial in common" in bad.stderr
