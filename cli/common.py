@@ -17,8 +17,10 @@ from elrbench.result import TrialResult
 from elrbench.spec import StudySpec, TrialSpec
 from elrbench.tables import Table, by_depth
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: every text elrbench prints may hold a user's names and values, and "[/x]" in a spec must
+# print as it is, not crash Rich or vanish; colour comes from Text styles.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 STATE = {"debug": bool(os.environ.get("ELRBENCH_DEBUG"))}
 
 
@@ -35,7 +37,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
             if STATE["debug"]:
                 raise
             for line in str(e).splitlines() or [type(e).__name__]:
-                err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+                err_console.print(Text.assemble(("error:", "red"), f" {line}"), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -43,7 +45,8 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:  # noqa: BLE001 - the CLI is the one place that turns these into exit codes
             if STATE["debug"]:
                 raise
-            err_console.print(f"[red]failed:[/red] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+            err_console.print(Text.assemble(("failed:", "red"), f" {type(e).__name__}: {e} (rerun with --debug for "
+                                                                 "the traceback)"),
                               highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -94,7 +97,7 @@ def outcome_counts(rows: Iterable[TrialResult]) -> str:
 
 def fail(message: str) -> None:
     """A user mistake found by the CLI itself."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -43,6 +43,7 @@ def report(
                              f"'{mode}'; `wandb sync` its runs, set tracking.wandb: online, and rerun")
         check_mode("online")
     if from_wandb is not None:
+        from_wandb = from_wandb.expanduser()
         if not from_wandb.is_dir() or not any(from_wandb.glob("**/offline-run-*/run-*.wandb")):
             raise UsageError(f"--from-wandb {from_wandb}: no W&B offline runs (offline-run-*/run-*.wandb) there")
         src = wandb_source(from_wandb)
@@ -53,7 +54,11 @@ def report(
         out = out or store.root / "report"
     if not src.rows:
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
-    rep = build(src, out, trial or None)
+    for w in trial:
+        if not any(r.trial_id == w or r.trial_id.startswith(w) for r in src.rows):
+            raise UsageError(f"--trial {w!r} matches no trial with a result in {src.title}; see the ids in "
+                             "trials.csv or `elrbench status`")
+    rep = build(src, out.expanduser(), trial or None)
     print_by_depth(src.rows)
     print_verdict(rep.headline)
     for t in rep.tables:

@@ -11,7 +11,7 @@ from elrbench.errors import UsageError
 from elrbench.executors import EXECUTORS, Events, Executor, create_executor, preflight
 from elrbench.result import TrialResult
 from elrbench.spec import load_spec
-from elrbench.store import StudyStore
+from elrbench.store import StudyStore, check_output_dir
 from elrbench.workloads import UnknownNameError
 
 from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict
@@ -51,8 +51,9 @@ def submit(
                       f"{address}\n  cancel: elrbench stop {job} --address {address}", highlight=False, soft_wrap=True)
         return
     ex.check(s)
+    check_output_dir(s)
     preflight(s)
-    run_study(s, StudyStore.create(s), ex, report)
+    run_study(s, StudyStore.create(s), ex, report, "submit")
 
 
 @command
@@ -71,7 +72,7 @@ def resume(
         fail(f"{store.root / 'spec.yaml'}: does not match study.json (edited?); restore it or submit a new study")
     ex.check(s)
     preflight(s)
-    run_study(s, store, ex, report)
+    run_study(s, store, ex, report, "resume")
 
 
 def _executor(name: str, address: Optional[str]) -> Executor:
@@ -114,14 +115,24 @@ class ProgressBar(Events):
                           + f" ({time.time() - self.started:.0f} s elapsed)", highlight=False, soft_wrap=True)
 
 
-def run_study(s, store: StudyStore, executor: Executor, report: bool = True) -> None:
-    """Run the unfinished trials with live progress, then print trainability by depth."""
+def run_study(s, store: StudyStore, executor: Executor, report: bool = True, command: str = "submit") -> None:
+    """Run the unfinished trials with live progress, then print trainability by depth; one at a time
+    per study folder."""
+    with store.lock(command) as previous:
+        if previous:
+            console.print(f"note: took over the study folder from `elrbench {previous.get('command')}` (pid "
+                          f"{previous.get('pid')} on {previous.get('host')}), which ended without releasing it",
+                          soft_wrap=True)
+        _run_study(s, store, executor, report)
+
+
+def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
     trials = s.expand()
     done = sum(store.finished(t.trial_id) for t in trials)
     console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) on {executor.where()} "
                   f"-> {store.root}", soft_wrap=True, highlight=False)
     started = time.time()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
         events = ProgressBar(bar, len(trials), done, started)
         rows = executor.run(s, store, events)

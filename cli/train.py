@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from elrbench.spec import load_spec
-from elrbench.store import StudyStore
+from elrbench.store import StudyStore, check_output_dir
 from elrbench.train import run_trial
 
 from .common import command, console, pick_trial
@@ -22,6 +22,7 @@ def train(
     """Run one trial inline, printing every logged row (for debugging)."""
     s = load_spec(spec, overrides or [])
     t = pick_trial(s, trial, spec)
+    check_output_dir(s)
     store = StudyStore.create(s)
     console.print(f"trial {t.trial_id} -> {store.trial_dir(t.trial_id)}")
 
@@ -30,8 +31,9 @@ def train(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "step"),
             highlight=False)
 
-    r = run_trial(t, store, resume=not fresh, progress=show)
+    with store.lock("train"):
+        r = run_trial(t, store, resume=not fresh, progress=show)
     acc = r.final_test_acc
-    console.print(f"outcome: [bold]{r.outcome}[/bold]  final test acc: "
+    console.print(f"outcome: {r.outcome}  final test acc: "
                   f"{'n/a' if acc is None else f'{acc:.4f}'} (threshold {r.threshold})  "
                   f"{r.steps_done} steps, {r.step_ms:.1f} ms/step")

@@ -3,8 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from elrbench.spec import load_spec
+from elrbench.store import check_output_dir
 
 from .common import command, console
 
@@ -16,4 +18,5 @@ def validate(spec: Path = typer.Argument(..., help="study spec (.yaml, .toml or 
              overrides: list[str] = OVERRIDES) -> None:
     """Check a study spec; print every problem as 'dotted.path: message' (exit 2 if any)."""
     s = load_spec(spec, overrides or [])
-    console.print(f"[green]ok[/green] {spec}: study '{s.name}' ({s.study_id}), {len(s.expand())} trials")
+    check_output_dir(s)
+    console.print(Text.assemble(("ok", "green"), f" {spec}: study '{s.name}' ({s.study_id}), {s.n_trials} trials"))

@@ -52,6 +52,7 @@ class Source:
     n_planned: Optional[int] = None
     origin: str = ""
     baseline: str = "none"  # the warm-up every other is compared against (the spec's report.baseline)
+    damaged: dict[str, str] = field(default_factory=dict)  # files that could not be read -> why (filled as read)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ class Report:
 
 def from_store(store: StudyStore) -> Source:
     meta = store.meta()
-    return Source(meta["study_id"], store.results(), store.history, store.layers, meta.get("n_trials"),
-                  f"results store {store.root}", store.baseline())
+    return Source(meta.get("study_id", store.root.name), store.results(), store.history, store.layers,
+                  meta.get("n_trials"), f"results store {store.root}", store.baseline(), store.damaged)
 
 
 def from_wandb(folder: Path) -> Source:
@@ -82,16 +83,22 @@ def from_wandb(folder: Path) -> Source:
     from elrbench.spec import TrialSpec
     from elrbench.tracking import read_offline_runs
 
-    runs = [r for r in read_offline_runs(folder) if r.get("job_type") != "report"]
+    damaged: dict[str, str] = {}
+    runs = [r for r in read_offline_runs(folder, damaged) if r.get("job_type") != "report"]
     rows, hist = [], {}
     for run in runs:
-        t = TrialSpec.model_validate({**run["config"], "tracking": {}})  # tracking is not logged in config
-        recorded = {k: v for k, v in run["summary"].items() if k in TrialResult.model_fields and k not in IDENTITY}
-        rows.append(TrialResult(trial_id=t.trial_id, index=t.index, **t.point(), **recorded))
+        try:
+            t = TrialSpec.model_validate({**run["config"], "tracking": {}})  # tracking is not logged in config
+            recorded = {k: v for k, v in run["summary"].items() if k in TrialResult.model_fields and k not in IDENTITY}
+            rows.append(TrialResult(trial_id=t.trial_id, index=t.index, **t.point(), **recorded))
+        except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+            damaged[", ".join(run.get("files", []))] = f"not an elrbench trial run ({str(e).splitlines()[0]})"
+            continue
         hist[t.trial_id] = [{"step": h["_step"], **h} for h in run["history"] if "_step" in h]
     rows.sort(key=lambda r: r.index)
-    title = runs[0]["group"] if runs else Path(folder).name
-    return Source(title, rows, lambda tid: hist.get(tid, []), None, None, f"W&B offline runs under {folder}")
+    title = runs[0].get("group", Path(folder).name) if runs else Path(folder).name
+    return Source(title, rows, lambda tid: hist.get(tid, []), None, None, f"W&B offline runs under {folder}",
+                  damaged=damaged)
 
 
 def choose_trials(rows: list[TrialResult], wanted: Optional[list[str]]) -> list[TrialResult]:
@@ -253,6 +260,7 @@ def build(src: Source, out: Path, trials: Optional[list[str]] = None) -> Report:
             path = rep.out / "figures" / f"{slug(name)}.png"
             path.write_bytes(png)
             rep.figures.append(Figure(slug(name), caption, path))
+    rep.notes += [f"Damaged, left out: {path}: {why}." for path, why in sorted(src.damaged.items())]
     atomic_write(rep.out / "report.html", _html(src, rep))
     return rep
 

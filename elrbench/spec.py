@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -19,14 +18,10 @@ from pydantic_core import PydanticCustomError
 from elrbench.errors import SpecError
 from elrbench.optimizers import OPTIMIZERS
 from elrbench.schedules import SCHEDULES
+from elrbench.specfile import apply_overrides, limits, read_spec_file  # noqa: F401 - re-exported
 from elrbench.warmup import WARMUPS
 from elrbench.workloads import DATASETS, MODELS, WorkloadError, check_data, check_depth, data_options
 from elrbench.workloads.models import Init, Norm
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SCHEMA_VERSION = 1
 
@@ -62,8 +57,13 @@ def _join(*parts: Any) -> str:
     return ".".join(str(p) for p in parts if p != "")
 
 
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # names that become parts of paths and ids: no '/', no '..'
+
+
 class WorkloadSpec(Frozen):
-    name: str = Field("", description="label in tables and trial ids; default '<model>-<dataset>'")
+    name: str = Field("", pattern=r"^$|" + SAFE_NAME,
+                      description="label in tables and trial ids (letters, digits, '_', '.', '-'); "
+                                  "default '<model>-<dataset>'")
     model: registered(MODELS)
     dataset: registered(DATASETS)
     data: dict[str, Any] = Field(default_factory=dict, description="options of the dataset")
@@ -79,12 +79,18 @@ class WorkloadSpec(Frozen):
         data, p = _validate_options(DATASETS.get(self.dataset).meta["options"], self.data, "data")
         problems += p
         if not p:
-            try:
-                problem = check_data(self.dataset, data_options(self.dataset, data))
-            except WorkloadError as e:
-                problem = str(e)
-            if problem:
-                problems.append(("data.dir" if "dir" in data else "data", problem))
+            opts = data_options(self.dataset, data)
+            nbytes, cap = opts.nbytes(), limits().data_bytes
+            if nbytes is not None and nbytes > cap:
+                problems.append(("data", f"{nbytes / 2**30:.1f} GiB of data in memory, more than the limit of "
+                                 f"{cap / 2**30:.1f} GiB; raise it with ELRBENCH_MAX_DATA_BYTES=N if you mean it"))
+            else:
+                try:
+                    problem = check_data(self.dataset, opts)
+                except WorkloadError as e:
+                    problem = str(e)
+                if problem:
+                    problems.append(("data.dir" if "dir" in data else "data", problem))
         mopts, p = _validate_options(MODELS.get(self.model).meta["options"], self.model_options, "model_options")
         problems += p
         if problems:
@@ -221,6 +227,10 @@ class GridSpec(Frozen):
     def _depths(cls, v: list[int]) -> list[int]:
         if any(d < 1 for d in v):
             raise ValueError(f"depths must be positive, got {v}")
+        cap = limits().depth
+        if any(d > cap for d in v):
+            raise ValueError(f"a depth of {max(v)} is more than the limit of {cap} layers; raise it with "
+                             "ELRBENCH_MAX_DEPTH=N if you mean it")
         return v
 
     @field_validator("lr")
@@ -328,6 +338,10 @@ class StudySpec(Frozen):
         for i, warm in enumerate(self.grid.warmup):  # each warm-up knows where it cannot run
             warmup = WARMUPS.get(warm.name).fn
             problems += [(f"grid.warmup.{i}", p) for p in warmup.problems(warm.name, warm.options, self)]
+        cap = limits().trials
+        if self.n_trials > cap:
+            problems.append(("grid", f"{self.n_trials} trials (workloads x every list of the grid) are more than the "
+                             f"limit of {cap}; raise it with ELRBENCH_MAX_TRIALS=N if you mean it"))
         n = self.resources.workers_per_trial
         if self.budget.batch_size % n:
             problems.append(("budget.batch_size", f"{self.budget.batch_size} does not split evenly over "
@@ -349,6 +363,13 @@ class StudySpec(Frozen):
                  "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
                  "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
         return _digest(ident)[:12]
+
+    @property
+    def n_trials(self) -> int:
+        """The number of trials, counted without expanding the grid."""
+        g = self.grid
+        return (len(self.workloads) * len(g.depth) * len(g.lr) * len(g.optimizer) * len(g.warmup)
+                * len(g.schedule) * len(g.seed))
 
     @property
     def study_id(self) -> str:
@@ -405,74 +426,7 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------- loading
-def read_spec_file(path: Path) -> dict[str, Any]:
-    """Parse a YAML (safe loader only), TOML or JSON file into a dict; SpecError on any problem."""
-    src = str(path)
-    if not path.is_file():
-        raise SpecError([("", "spec file not found")], src)
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise SpecError([("", f"unknown spec format '{suffix}' (use .yaml, .yml, .toml or .json)")], src)
-    except UnicodeDecodeError:
-        raise SpecError([("", "not a UTF-8 text file")], src) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise SpecError([("", f"YAML error: {where}{getattr(e, 'problem', None) or e}")], src) from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise SpecError([("", f"{suffix[1:].upper()} error: {e}")], src) from None
-    if not isinstance(data, dict):
-        raise SpecError([("", "the spec must be a mapping of fields (name, workloads, grid, budget, ...)")], src)
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted key=value overrides (value parsed as YAML) to a copy of a raw spec."""
-    data = json.loads(json.dumps(data, default=str))
-    problems = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            problems.append((item, "an override is dotted.key=value"))
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node: Any = data
-        parts = key.split(".")
-        try:
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                if isinstance(node, list):
-                    idx = int(part)
-                    if last:
-                        node[idx] = value
-                    else:
-                        node = node[idx]
-                elif isinstance(node, dict):
-                    if last:
-                        node[part] = value
-                    else:
-                        node = node.setdefault(part, {})
-                else:
-                    raise TypeError
-        except (ValueError, IndexError, TypeError):
-            problems.append((key, f"cannot set '{key}': no such place in the spec"))
-    if problems:
-        raise SpecError(problems, "override")
-    return data
-
-
+# ---------------------------------------------------------------- loading (elrbench/specfile.py)
 def _locate(err: dict[str, Any]) -> list[tuple[str, str]]:
     base = _join(*err["loc"])
     if err["type"] == "problems":

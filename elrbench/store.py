@@ -14,17 +14,20 @@ torn file, and a trial's row is keyed by its id, so rerunning a finished trial c
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import functools
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from elrbench import __version__
 from elrbench.errors import StoreError
@@ -54,11 +57,29 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in this folder durable (POSIX: the directory entry is data of the folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the rename is then as durable as they make it
+        pass
+    finally:
+        os.close(fd)
 
 
 class StudyStore:
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # absolute and resolved: Ray wants absolute storage paths, and every path built from data is
+        # checked against it (a relative path, '~' or a symlink names the same folder)
+        self.root = Path(root).expanduser().resolve()
+        self.damaged: dict[str, str] = {}  # file (relative to the study folder) -> what is wrong with it
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -77,7 +98,7 @@ class StudyStore:
         atomic_write(store.root / "spec.yaml", dump_spec(spec))
         atomic_write(meta_path, json.dumps({
             "study_id": spec.study_id, "name": spec.name, "spec_hash": spec.spec_hash(),
-            "n_trials": len(spec.expand()), "elrbench_version": __version__, "machine": machine(),
+            "n_trials": spec.n_trials, "elrbench_version": __version__, "machine": machine(),
         }, indent=2))
         return store
 
@@ -111,9 +132,48 @@ class StudyStore:
         except (OSError, yaml.YAMLError, AttributeError):
             return "none"
 
+    # ------------------------------------------------------------ one writer at a time
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[Optional[dict[str, Any]]]:
+        """Hold the study folder for one `submit`, `resume` or `train` at a time: a second one is refused
+        (StoreError) with who holds it since when. The lock is the kernel's (flock on <study>/.lock), so
+        a holder that died has released it; its record, left in the file, is handed back (to say that a
+        dead run's lock was taken over)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, _file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+            who = (f"`elrbench {holder.get('command', '?')}` (pid {holder.get('pid', '?')} on "
+                   f"{holder.get('host', '?')}, since {since})" if holder else "another elrbench process")
+            raise StoreError(f"{self.root} is in use by {who}; wait for it to end, or stop it and run "
+                             "`elrbench resume` then") from None
+        previous = _holder(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.time()}).encode(), 0)
+            yield previous or None
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: nothing left to take over
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     # ------------------------------------------------------------ trials
     def trial_dir(self, trial_id: str) -> Path:
-        return self.root / "trials" / trial_id
+        """A trial's folder: the id must be a safe name, and the folder must lie inside the study's."""
+        trials = self.root / "trials"
+        path = trials / trial_id
+        if not TRIAL_ID.fullmatch(trial_id) or path.resolve().parent != trials.resolve():
+            raise StoreError(f"{trial_id!r} is not a trial id (letters, digits, '_', '.', '-'): it would name a "
+                             f"path outside {trials}")
+        return path
+
+    def _damaged(self, path: Path, problem: str) -> None:
+        self.damaged[str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)] = problem
 
     def write_worker(self, trial_id: str, rank: int, **where: Any) -> None:
         """Record which process runs a trial's rank now (for `elrbench status` and for operators)."""
@@ -121,22 +181,48 @@ class StudyStore:
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}))
 
     def workers(self, trial_id: str) -> list[dict[str, Any]]:
-        return [json.loads(p.read_text()) for p in sorted(self.trial_dir(trial_id).glob("worker-*.json"))]
+        out = []
+        for p in sorted(self.trial_dir(trial_id).glob("worker-*.json")):
+            try:
+                w = json.loads(p.read_text())
+                if not isinstance(w, dict):
+                    raise ValueError("not a JSON object")
+                out.append(w)
+            except (OSError, ValueError) as e:
+                self._damaged(p, _what(e))
+        return out
 
     def write_result(self, result: TrialResult) -> None:
         atomic_write(self.trial_dir(result.trial_id) / "result.json", result.to_json())
+        self.damaged.pop(str(Path("trials") / result.trial_id / "result.json"), None)
         self.write_table()
 
     def result(self, trial_id: str) -> TrialResult | None:
-        return _read_result(self.trial_dir(trial_id) / "result.json")
+        """A trial's result; None when it has none yet, or a damaged one (named in self.damaged), which
+        a resume then reruns."""
+        return self._read_result(self.trial_dir(trial_id) / "result.json")
 
     def finished(self, trial_id: str) -> bool:
         r = self.result(trial_id)
         return r is not None and r.finished
 
     def results(self) -> list[TrialResult]:
-        found = (_read_result(p) for p in sorted((self.root / "trials").glob("*/result.json")))
+        """Every readable result in grid order; damaged ones are left out and named in self.damaged."""
+        found = (self._read_result(p) for p in sorted((self.root / "trials").glob("*/result.json")))
         return sorted((r for r in found if r is not None), key=lambda r: r.index)
+
+    def _read_result(self, path: Path) -> TrialResult | None:
+        try:
+            r = TrialResult.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+            self._damaged(path, _what(e))
+            return None
+        if r.trial_id != path.parent.name:
+            self._damaged(path, f"its trial_id {r.trial_id!r} is not the name of its folder")
+            return None
+        return r
 
     def write_table(self) -> None:
         """trials.csv: one row per trial with a result, its columns the fields of TrialResult."""
@@ -160,24 +246,87 @@ class StudyStore:
                      json.dumps({"names": names}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
 
     def layers(self, trial_id: str) -> tuple[list[str], list[dict[str, Any]]]:
-        rows = _read_jsonl(self.trial_dir(trial_id) / "layers.jsonl")
-        return (rows[0]["names"], rows[1:]) if rows else ([], [])
+        path = self.trial_dir(trial_id) / "layers.jsonl"
+        rows = self._read_jsonl(path)
+        if not rows:
+            return [], []
+        names = rows[0].get("names")
+        if not isinstance(names, list) or any("elr" not in r or "step" not in r for r in rows[1:]):
+            self._damaged(path, "not per-layer rows (a names line, then rows with step and elr)")
+            return [], []
+        return names, rows[1:]
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
-        return _read_jsonl(self.trial_dir(trial_id) / "history.jsonl")
+        path = self.trial_dir(trial_id) / "history.jsonl"
+        rows = self._read_jsonl(path)
+        if any("step" not in r for r in rows):
+            self._damaged(path, "a row without its step")
+            return [r for r in rows if "step" in r]
+        return rows
+
+    def _read_jsonl(self, path: Path) -> list[dict[str, Any]]:
+        """The rows of a JSON-lines file up to its first damaged line (a torn write, an edit)."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as e:
+            self._damaged(path, _what(e))
+            return []
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                self._damaged(path, f"line {i}: {_what(e)}; read up to line {i - 1}")
+                break
+            rows.append(row)
+        return rows
 
 
-def _read_result(path: Path) -> TrialResult | None:
+def check_output_dir(spec) -> None:
+    """SpecError unless the spec's output_dir is, or can be made, a writable folder (checked before
+    anything starts; nothing is created here)."""
+    folder = Path(spec.output_dir)
+    p = folder
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        problem = f"{p} is a file, not a folder" + ("" if p == folder else f" (so {folder} cannot be made)")
+    elif not os.access(p, os.W_OK | os.X_OK):
+        problem = f"{p} is not writable" + ("" if p == folder else f" (so {folder} cannot be made)")
+    else:
+        return
+    from elrbench.errors import SpecError
+
+    raise SpecError([("output_dir", problem + "; give a folder you can write to")])
+
+
+def _holder(fd: int) -> dict[str, Any]:
     try:
-        return TrialResult.model_validate_json(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-        raise StoreError(f"{path}: not a readable trial result ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "move it away and rerun the trial") from None
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")  # what trial ids are made of (elrbench/spec.py)
+
+
+def _what(e: Exception) -> str:
+    """What is wrong with a file, in one line."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if isinstance(e, json.JSONDecodeError):
+        return f"not JSON ({e.msg} at line {e.lineno}, column {e.colno}; torn or edited?)"
+    if hasattr(e, "errors"):  # pydantic's ValidationError
+        err = e.errors()[0]
+        if err["type"] == "json_invalid":
+            why = (err.get("ctx") or {}).get("error", err["msg"])
+            return f"not JSON ({why}; torn or edited?)"
+        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        return f"not a trial result ({where}: {err['msg']}; {e.error_count()} problem(s))"
+    return text

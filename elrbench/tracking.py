@@ -186,7 +186,7 @@ def read_run_file(path: Path) -> dict[str, Any]:
     return run
 
 
-def read_offline_runs(folder: Path) -> list[dict[str, Any]]:
+def read_offline_runs(folder: Path, damaged: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every run under a wandb folder (or a study folder), one entry per run id. A run resumed after
     a restart has several offline files: they merge in time order, a later file's row replacing an
     earlier one at the same step (the steps redone since the last checkpoint), so no step appears twice."""
@@ -194,7 +194,14 @@ def read_offline_runs(folder: Path) -> list[dict[str, Any]]:
     files = sorted(folder.glob("**/offline-run-*/run-*.wandb"), key=lambda p: p.parent.name)
     runs: dict[str, dict[str, Any]] = {}
     for f in files:
-        r = read_run_file(f)
+        try:
+            r = read_run_file(f)
+        except Exception as e:  # noqa: BLE001 - a damaged file (bad header, bad record) is named and skipped
+            if damaged is None:
+                raise
+            why = str(e).splitlines()[0] if str(e) else ""
+            damaged[str(f)] = f"not a readable W&B run file ({type(e).__name__}: {why})"
+            continue
         if "id" not in r:
             continue
         if r["id"] not in runs:

@@ -14,9 +14,11 @@ checkpoint.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,12 +37,13 @@ from elrbench.optimizers import create_optimizer
 from elrbench.result import Outcome, TrialResult
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import TrialSpec
-from elrbench.store import StudyStore
+from elrbench.store import StudyStore, fsync_dir
 from elrbench.tracking import start_tracker
 from elrbench.warmup import StepContext, Warmup, create_warmup
 from elrbench.workloads import DataError, create_model, load_dataset, random_crop_flip
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]  # (step, total steps, logged row)
+log = logging.getLogger("elrbench")
 
 
 # ---------------------------------------------------------------- the loop
@@ -56,8 +59,8 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
     b, total = trial.budget, run.plan.total_steps
     state = TrainState(run)
     ckpts = Checkpoints(store.trial_dir(trial.trial_id) / "checkpoints", b.keep_checkpoints) if store else None
-    if ckpts and resume and (last := ckpts.latest()):
-        state.load_state_dict(torch.load(last, map_location=run.device, weights_only=True))
+    if ckpts and resume:
+        run, state = ckpts.resume(run, state, writer=run.is_main)
     writer = store if run.is_main else None
     tracker = start_tracker(trial, writer.root, run.layer_names) if writer else None
     try:
@@ -320,7 +323,9 @@ class TrainState:
 
 
 class Checkpoints:
-    """A trial's last few checkpoints, step_<n>.pt, each written whole before it is renamed into place."""
+    """A trial's last few checkpoints, step_<n>.pt. Each is written to a temporary file of its own,
+    synced to disk, renamed into place and the folder synced, so a crash leaves the old one whole; a
+    damaged one (a torn copy, a full disk) is set aside and the one before it used."""
 
     def __init__(self, folder: Path, keep: int) -> None:
         self.folder, self.keep = folder, keep
@@ -328,21 +333,45 @@ class Checkpoints:
     def all(self) -> list[Path]:
         return sorted(self.folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
-    def latest(self) -> Optional[Path]:
-        found = self.all()
-        return found[-1] if found else None
-
     def save(self, step: int, state: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step_{step:09d}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(self.folder)
         for old in self.all()[: -self.keep]:
             old.unlink(missing_ok=True)
 
+    def resume(self, run: Setup, state: TrainState, writer: bool) -> tuple[Setup, TrainState]:
+        """The newest checkpoint that loads; a damaged one is renamed to *.damaged (by rank 0) and
+        reported, and the one before it tried. None loads: a fresh start (said so too)."""
+        tried = False
+        for path in reversed(self.all()):
+            tried = True
+            try:
+                state.load_state_dict(torch.load(path, map_location=run.device, weights_only=True))
+                return run, state
+            except Exception as e:  # noqa: BLE001 - any failure to load means: damaged
+                log.warning("%s: damaged checkpoint (%s: %s); trying the one before", path, type(e).__name__,
+                            str(e).splitlines()[0] if str(e) else "")
+                if writer:
+                    path.rename(path.with_name(path.name + ".damaged"))
+        if tried:  # a failed load may have changed the model or optimizer part-way: start from scratch
+            log.warning("%s: no checkpoint could be loaded; the trial starts again from step 0", self.folder)
+            run = setup(run.trial)
+            state = TrainState(run)
+        return run, state
+
     def clear(self) -> None:
-        for c in self.all():
+        for c in [*self.all(), *self.folder.glob("step_*.pt.damaged")]:
             c.unlink(missing_ok=True)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,10 @@ class Dataset:
 
 class DataOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def nbytes(self) -> int | None:
+        """The data's size in memory as float32, when the options decide it (None: a fixed dataset)."""
+        return None
     split_seed: int = Field(0, description="seed of the train/test split and of any subsetting")
     max_train: Optional[int] = Field(None, gt=0, description="keep at most this many training examples")
     max_test: Optional[int] = Field(None, gt=0, description="keep at most this many test examples")
@@ -59,11 +63,16 @@ class CifarOptions(DataOptions):
 
 
 class SyntheticOptions(DataOptions):
-    shape: tuple[int, int, int] = (3, 32, 32)
-    num_classes: int = Field(10, ge=2)
+    shape: tuple[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)],
+                 Annotated[int, Field(ge=1, le=4096)]] = (3, 32, 32)
+    num_classes: int = Field(10, ge=2, le=100_000)
     n_train: int = Field(2048, gt=0)
     n_test: int = Field(512, gt=0)
-    noise: float = Field(1.0, gt=0, description="cluster std relative to the spread of class means")
+    noise: float = Field(1.0, gt=0, allow_inf_nan=False, description="cluster std relative to the spread of "
+                                                                     "class means")
+
+    def nbytes(self) -> int:
+        return (self.n_train + self.n_test) * self.shape[0] * self.shape[1] * self.shape[2] * 4
 
 
 def data_options(name: str, options: dict | None) -> DataOptions:
