@@ -25,9 +25,9 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 from elrbench import __version__
 from elrbench.errors import StoreError
@@ -44,13 +44,18 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: str | Callable[[BinaryIO], None]) -> None:
+    """Write a file whole or not at all: to a temporary file of its own beside it, synced, renamed into
+    place, and the folder synced. data: text, or a function that writes to the binary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, str):
+                f.write(data.encode("utf-8"))
+            else:
+                data(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from elrbench.optimizers import create_optimizer
 from elrbench.result import Outcome, TrialResult
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import TrialSpec
-from elrbench.store import StudyStore, fsync_dir
+from elrbench.store import StudyStore, atomic_write
 from elrbench.tracking import start_tracker
 from elrbench.warmup import StepContext, Warmup, create_warmup
 from elrbench.workloads import DataError, create_model, load_dataset, random_crop_flip
@@ -334,19 +332,7 @@ class Checkpoints:
         return sorted(self.folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"step_{step:09d}.pt"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(self.folder)
+        atomic_write(self.folder / f"step_{step:09d}.pt", lambda f: torch.save(state, f))
         for old in self.all()[: -self.keep]:
             old.unlink(missing_ok=True)
 
