@@ -51,6 +51,8 @@ def report(
     else:
         store = StudyStore.open(study_dir)
         src = from_store(store)
+        if src.rows:
+            store.write_table()  # trials.csv as of now (a running study rebuilds it every few seconds)
         out = out or store.root / "report"
     if not src.rows:
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
@@ -88,7 +90,8 @@ def finish_report(rep, store: StudyStore | None) -> None:
 
         spec = store.spec()
         try:
-            run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures)
+            run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures,
+                                store.results())
         except Exception as e:  # noqa: BLE001 - the report is written; W&B is the secondary copy
             err_console.print(f"warning: the W&B study-summary run was not written: {type(e).__name__}: {e}",
                               highlight=False, soft_wrap=True)

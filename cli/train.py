@@ -33,6 +33,7 @@ def train(
 
     with store.lock("train"):
         r = run_trial(t, store, resume=not fresh, progress=show)
+        store.write_table()
     acc = r.final_test_acc
     console.print(f"outcome: {r.outcome}  final test acc: "
                   f"{'n/a' if acc is None else f'{acc:.4f}'} (threshold {r.threshold})  "

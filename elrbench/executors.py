@@ -66,8 +66,9 @@ def preflight(spec: StudySpec) -> None:
     from elrbench.train import plan
 
     check_mode(spec.tracking.wandb)
-    first = {t.workload.name: t for t in spec.expand()}
-    for t in first.values():
+    per_workload = spec.n_trials // len(spec.workloads)  # the grid's first list is the workload
+    for k in range(len(spec.workloads)):
+        t = spec.trial(k * per_workload)
         plan(t, len(load_dataset(t.workload.dataset, t.workload.data).x_train))
 
 
@@ -105,6 +106,8 @@ class InlineExecutor(Executor):
                 store.write_result(result)
             results.append(result)
             events.trial_finished(result)
+            store.refresh_table()
+        store.write_table()
         return results
 
 

@@ -63,7 +63,7 @@ def layer_heatmap(row: TrialResult, names: list[str], layers: list[dict[str, Any
     fig = Figure(figsize=(7, max(2.5, min(8, 0.08 * len(names) + 2))))
     ax = fig.subplots()
     im = ax.imshow(torch.tensor(grid).T.numpy(), aspect="auto", cmap="viridis", interpolation="nearest",
-                   extent=(layers[0]["step"], layers[-1]["step"], len(names) - 0.5, -0.5))
+                   extent=(layers[0]["step"], max(layers[-1]["step"], layers[0]["step"] + 1), len(names) - 0.5, -0.5))
     fig.colorbar(im, ax=ax, label="log10 ELR")
     ax.set_xlabel("step")
     ax.set_ylabel("layer (input at top)")

@@ -6,7 +6,6 @@ A StudySpec validated once at the CLI expands into TrialSpecs whose ids derive f
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -290,6 +289,10 @@ class TrackingSpec(Frozen):
     wandb: Literal["offline", "online", "disabled"] = "offline"
     project: str = "elrbench"
     entity: Optional[str] = None
+    runs: Literal["trial", "study"] = Field(
+        "trial", description="trial: a W&B run per trial (its history, per-layer histograms, summary); study: no "
+                             "per-trial runs, only the study's summary run with a table of every trial's result "
+                             "(for very large studies: a run costs about 100-200 KB on disk and one wandb start)")
 
 
 class ReportSpec(Frozen):
@@ -380,23 +383,33 @@ class StudySpec(Frozen):
         return self.output_dir / self.study_id
 
     def expand(self) -> list[TrialSpec]:
+        """Every trial of the grid, in grid order (the last list varies fastest)."""
+        study_id = self.study_id
+        return [self.trial(i, study_id) for i in range(self.n_trials)]
+
+    def trial(self, index: int, study_id: Optional[str] = None) -> TrialSpec:
+        """The trial at one place of the grid, built without expanding the rest (a worker of a
+        10,000-trial study builds only its own)."""
         g = self.grid
-        trials = []
-        for w, depth, lr, opt, warm, sched, seed in itertools.product(
-            self.workloads, g.depth, g.lr, g.optimizer, g.warmup, g.schedule, g.seed
-        ):
-            ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
-                     "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
-                     "schedule": sched.model_dump(mode="json"), "seed": seed,
-                     "budget": self.budget.model_dump(mode="json"),
-                     "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
-            trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
-            trials.append(TrialSpec(
-                study_id=self.study_id, trial_id=trial_id, index=len(trials), workload=w, depth=depth,
-                lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
-                diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
-            ))
-        return trials
+        axes = (self.workloads, g.depth, g.lr, g.optimizer, g.warmup, g.schedule, g.seed)
+        if not 0 <= index < self.n_trials:
+            raise IndexError(f"trial index {index} outside the grid of {self.n_trials}")
+        picks, rest = [], index
+        for axis in reversed(axes):
+            rest, i = divmod(rest, len(axis))
+            picks.append(axis[i])
+        w, depth, lr, opt, warm, sched, seed = reversed(picks)
+        ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
+                 "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
+                 "schedule": sched.model_dump(mode="json"), "seed": seed,
+                 "budget": self.budget.model_dump(mode="json"),
+                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
+        trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
+        return TrialSpec(
+            study_id=study_id or self.study_id, trial_id=trial_id, index=index, workload=w, depth=depth,
+            lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
+            diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
+        )
 
 
 class TrialSpec(Frozen):

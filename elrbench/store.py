@@ -198,9 +198,10 @@ class StudyStore:
         return out
 
     def write_result(self, result: TrialResult) -> None:
+        """A trial's result.json. trials.csv, which reads every result, is rebuilt by whoever runs the
+        study (write_table), not after each trial: that would cost the square of the trial count."""
         atomic_write(self.trial_dir(result.trial_id) / "result.json", result.to_json())
         self.damaged.pop(str(Path("trials") / result.trial_id / "result.json"), None)
-        self.write_table()
 
     def result(self, trial_id: str) -> TrialResult | None:
         """A trial's result; None when it has none yet, or a damaged one (named in self.damaged), which
@@ -228,6 +229,17 @@ class StudyStore:
             self._damaged(path, f"its trial_id {r.trial_id!r} is not the name of its folder")
             return None
         return r
+
+    def refresh_table(self) -> None:
+        """write_table while a study runs, at most every 10 s and with at most a tenth of the time
+        spent on it: it reads every result, so after each trial it would cost the square of the
+        trial count."""
+        now = time.monotonic()
+        if now < getattr(self, "_table_due", 0.0):
+            return
+        self.write_table()
+        spent = time.monotonic() - now
+        self._table_due = time.monotonic() + max(10.0, 10 * spent)
 
     def write_table(self) -> None:
         """trials.csv: one row per trial with a result, its columns the fields of TrialResult."""

@@ -15,11 +15,15 @@ the output_dir on storage every node sees.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import logging
 import math
 import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +40,12 @@ from elrbench.store import StudyStore
 # without it an embedded cluster advertises and listens on the machine's outward interface, and a
 # driver joining 127.0.0.1:PORT looks for the cluster at the outward address and times out (both
 # seen here). A user joining a real multi-node cluster sets it to 1 in the environment. No usage
-# statistics; Tune prints nothing at verbose=0 (elrbench shows progress itself).
-_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0"}
+# statistics; Tune prints nothing at verbose=0 (elrbench shows progress itself). Tune's own JSON, CSV
+# and TensorBoard loggers are off: they wrote about 80 KB per trial (every reported row, again) that
+# nothing reads, since each trial keeps its rows in the study folder; Tune still records what it needs
+# to run and retry (its experiment state and each trial's error).
+_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0",
+            "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 # Ray Train V2's controller polls its workers every 2 s, and each ray.train.report waits for that
 # poll: measured here 1.8 s per report (a 2-worker trial of 22 reports spent 39 s waiting), 0.1 s at
 # a 0.1 s interval. Trials need the workers' processes to inherit it: set before the cluster starts,
@@ -82,8 +90,15 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
         made = None if temp_dir else tempfile.mkdtemp(prefix="elrbench-ray-")
         temp_dir = temp_dir or made
         # _node_ip_address: without it Ray advertises the machine's outward address (seen here).
-        ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, _temp_dir=temp_dir,
-                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+        # Ray's token authentication stays on (its default); its notice saying so is not printed
+        # into every study's output (README.md says it).
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level, notice.level = notice.level, logging.ERROR
+        try:
+            ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, _temp_dir=temp_dir,
+                     _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+        finally:
+            notice.setLevel(level)
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": {k: os.environ[k] for k in _TRAIN_ENV}})
@@ -101,7 +116,7 @@ def _run_reporting(config: dict[str, Any], report: Callable[[dict[str, Any]], No
     from elrbench.train import run_trial
 
     ray = _ray()
-    trial = TrialSpec.model_validate(config["trial"])
+    trial = _trial(config)
     store = StudyStore(Path(config["study_dir"]))
     where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
     if ddp_rank is not None:  # the worker group's placement group, removed by the driver at the end
@@ -126,9 +141,20 @@ def _ddp_worker(config: dict[str, Any]) -> None:
     _run_reporting(config, train.report, ddp_rank=train.get_context().get_world_rank())
 
 
+@functools.lru_cache(maxsize=4)
+def _study_spec(study_dir: str) -> StudySpec:
+    return StudyStore(Path(study_dir)).spec()
+
+
+def _trial(config: dict[str, Any]) -> TrialSpec:
+    """A trial from Tune's small config: the study folder and the trial's index in the grid. The spec
+    is read from the study folder once per worker process; the trial is built alone."""
+    return _study_spec(config["study_dir"]).trial(config["index"])
+
+
 def _trainable(config: dict[str, Any]) -> None:
     """One trial inside Tune: the loop itself (one worker) or a TorchTrainer that runs it on each rank."""
-    trial = TrialSpec.model_validate(config["trial"])
+    trial = _trial(config)
     r = trial.resources
     ray = _ray()
     train, tune = ray.train, ray.tune
@@ -194,19 +220,58 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
                 resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
             else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
                 resources, retries = {"cpu": 0, "memory": 1e6}, 0
+            ids = {t.index: t.trial_id for t in pending}
+            # Tune sees small configs (the study folder and a trial's index), handed out one at a time
+            # by a searcher: a grid_search over every trial's spec made Tune copy the whole list once
+            # per trial (measured: 227 s before the first of 2,000 trials started).
             tuner = tune.Tuner(
                 tune.with_resources(_trainable, resources),
-                param_space={"trial": tune.grid_search([t.model_dump(mode="json") for t in pending]),
-                             "study_dir": str(store.root)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
-                                            trial_dirname_creator=lambda tr: tr.config["trial"]["trial_id"]),
+                param_space={"study_dir": str(store.root)},
+                tune_config=tune.TuneConfig(search_alg=_index_searcher([t.index for t in pending]),
+                                            num_samples=len(pending), max_concurrent_trials=concurrent,
+                                            reuse_actors=r.workers_per_trial == 1,
+                                            trial_dirname_creator=lambda tr: ids[tr.config["index"]]),
                 run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
                                           callbacks=[_progress_callback(store, pending, events or Events())],
                                           failure_config=tune.FailureConfig(max_failures=retries)),
             )
-            tuner.fit()
+            # At the end Tune reads every trial's metrics back from its own logger files, which elrbench
+            # turns off (each trial's rows are in the study folder), and warns per trial; quiet it.
+            quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+            level, quiet.level = quiet.level, logging.ERROR
+            try:
+                tuner.fit()
+            finally:
+                quiet.setLevel(level)
+    store.write_table()
     results = [store.result(t.trial_id) for t in trials]
     return [r for r in results if r is not None]
+
+
+def _index_searcher(indices: list[int]):
+    """A Tune searcher that hands out the pending trials' indices in grid order, then FINISHED. Its
+    class is made here because its base comes from ray.tune (imported after _ray()); it holds no
+    closure, so Tune can pickle it."""
+    search = _ray().tune.search
+
+    class Indices(search.Searcher):
+        def __init__(self, indices: list[int]) -> None:
+            super().__init__()
+            self.left = list(reversed(indices))
+
+        def suggest(self, trial_id: str):
+            return {"index": self.left.pop()} if self.left else search.Searcher.FINISHED
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            pass
+
+        def save(self, checkpoint_path: str) -> None:  # Tune's experiment state: the indices still to hand out
+            Path(checkpoint_path).write_text(json.dumps(self.left))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.left = json.loads(Path(checkpoint_path).read_text())
+
+    return Indices(indices)
 
 
 def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Events):
@@ -217,34 +282,37 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
     closure and its instances pickle empty, so the driver-side events stay out of the pickle."""
 
     class Progress(_ray().tune.Callback):
-        def __init__(self, store: StudyStore, by_id: dict[str, TrialSpec], events: Events) -> None:
-            self.store, self.by_id, self.events = store, by_id, events
+        def __init__(self, store: StudyStore, by_index: dict[int, TrialSpec], events: Events) -> None:
+            self.store, self.by_index, self.events = store, by_index, events
+            self.ids = {i: t.trial_id for i, t in by_index.items()}
 
         def __getstate__(self) -> dict:
             return {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.events.trial_started(trial.config["trial"]["trial_id"])
+            self.events.trial_started(self.ids[trial.config["index"]])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "total_steps" in result:
-                self.events.progress(trial.config["trial"]["trial_id"], int(result["step"]),
+                self.events.progress(self.ids[trial.config["index"]], int(result["step"]),
                                      int(result["total_steps"]))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            tid = trial.config["trial"]["trial_id"]
+            tid = self.ids[trial.config["index"]]
             _remove_worker_groups(self.store, tid)
             if (result := self.store.result(tid)) is not None:
                 self.events.trial_finished(result)
+            self.store.refresh_table()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            tid = trial.config["trial"]["trial_id"]
+            tid = self.ids[trial.config["index"]]
             _remove_worker_groups(self.store, tid)
-            result = TrialResult.failed(self.by_id[tid], _error_text(trial))
+            result = TrialResult.failed(self.by_index[trial.config["index"]], _error_text(trial))
             self.store.write_result(result)
             self.events.trial_finished(result)
+            self.store.refresh_table()
 
-    return Progress(store, {t.trial_id: t for t in pending}, events)
+    return Progress(store, {t.index: t for t in pending}, events)
 
 
 def _error_text(trial: Any) -> str:
@@ -281,7 +349,6 @@ def submit_job(spec: StudySpec, address: str) -> str:
     """Submit the study as a Ray job that runs `elrbench submit` on the cluster and return the job id.
     The resolved spec travels in the job's working_dir; elrbench must be installed on the cluster,
     and the study folder (spec.output_dir) is written by the cluster, so it must be a path there."""
-    import time
 
     from elrbench.spec import dump_spec
 

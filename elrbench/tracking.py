@@ -106,7 +106,7 @@ class Tracker:
 
 def start_tracker(trial, root: Path, layer_names: list[str] | None) -> Tracker | None:
     """A tracker for this trial, or None (tracking disabled)."""
-    if trial.tracking.wandb == "disabled":
+    if trial.tracking.wandb == "disabled" or trial.tracking.runs == "study":
         return None
     return Tracker(trial, root, layer_names)
 
@@ -217,9 +217,12 @@ def read_offline_runs(folder: Path, damaged: dict[str, str] | None = None) -> li
     return list(runs.values())
 
 
-def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures: list[Figure]) -> str | None:
+def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures: list[Figure],
+               results: list[TrialResult] | None = None) -> str | None:
     """The study-summary run (id <study>-report, job_type report): every report table as a W&B
-    Table and every figure as an image. Returns the run id, or None when tracking is disabled."""
+    Table, every figure as an image, and a table of every trial's result (one row each: what
+    tracking.runs = study keeps instead of a run per trial). Returns the run id, or None when
+    tracking is disabled."""
     if tracking.wandb == "disabled":
         return None
     import wandb
@@ -238,6 +241,13 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
         payload[f"tables/t{i:02d}-{t.key[:40]}"] = wandb.Table(columns=t.header, data=t.rows)
     for i, f in enumerate(figures):
         payload[f"figures/f{i:02d}-{f.key[:40]}"] = wandb.Image(str(f.path), caption=f.caption)
+    if results:
+        from elrbench.result import TrialResult
+
+        cols = TrialResult.columns(results)
+        payload["trials"] = wandb.Table(columns=cols, data=[
+            [v if not isinstance(v, (list, dict)) else json.dumps(v) for v in (r.record().get(c) for c in cols)]
+            for r in results])
     run.log(payload)
     run.finish()
     return run_id

@@ -162,6 +162,7 @@ def test_submit_runs_on_an_embedded_ray_cluster_by_default(spec_file):
     r = run("submit", str(spec_file))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "on an embedded Ray cluster on 127.0.0.1" in r.stdout and "2 trials: " in r.stdout
+    assert r.stderr == "", r.stderr  # no library's warnings or notices in a normal command's output
     folder = Path(r.stdout.strip().splitlines()[-1].split("study folder:")[1].strip())
     rows = [json.loads(p.read_text()) for p in folder.glob("trials/*/result.json")]
     assert len(rows) == 2 and all(row["outcome"] in ("trained", "untrained") for row in rows)

@@ -160,3 +160,21 @@ def test_a_killed_worker_restarts_from_its_checkpoint_with_the_same_result(base_
         assert getattr(row, k) == getattr(clean, k), k
     steps = [h["step"] for h in store.history(t.trial_id)]
     assert steps == sorted(set(steps))  # no step recorded twice after the restart
+
+
+def test_a_study_of_hundreds_of_trials_runs_to_the_end(base_spec, cluster):
+    # correctness at scale (the speed is benchmarks/scale.py's): every trial's row lands in the store
+    base_spec["workloads"] = [{"model": "bn_mlp", "dataset": "digits", "width": 8, "threshold": 0.5}]
+    base_spec["grid"] = {"depth": [2], "lr": [0.1], "seed": list(range(300))}
+    base_spec["budget"] = {"steps": 2, "batch_size": 64, "log_every": 2, "eval_every": 2}
+    base_spec["resources"] = {"cpus_per_worker": 1}
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    events = Recorder()
+    rows = run_on_ray(s, store, events)
+    assert [r.trial_id for r in rows] == [t.trial_id for t in s.expand()]
+    assert all(r.outcome in ("trained", "untrained") for r in rows) and len(events.finished) == 300
+    assert len((store.root / "trials.csv").read_text().splitlines()) == 1 + 300
+    # Tune keeps what it needs to run and retry, not a second copy of every reported row
+    tune = store.root / "tune"
+    assert not list(tune.glob("*/progress.csv")) and not list(tune.glob("*/result.json"))

@@ -132,3 +132,22 @@ def test_a_wandb_report_is_built_without_a_server():
     # saving needs a W&B server: an offline study is refused in one line (never tried against a server)
     with pytest.raises(UsageError, match="--wandb-report: a W&B Report is saved on a W&B server"):
         save_wandb_report("demo-1234abcd", TrackingSpec(wandb="offline"), [], [table])
+
+
+def test_study_mode_keeps_one_run_with_every_trials_result(base_spec, tmp_path):
+    import yaml
+
+    from tests.test_cli import run as cli
+
+    base_spec["grid"]["seed"] = [0, 1, 2]
+    base_spec["budget"]["steps"] = 6
+    base_spec["tracking"] = {"wandb": "offline", "project": "elrbench-test", "runs": "study"}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(base_spec))
+    r = cli("submit", str(path), "--executor", "inline")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (folder,) = (tmp_path / "runs").iterdir()
+    (run,) = read_offline_runs(folder)  # no run per trial: the study's summary run only
+    assert run["job_type"] == "report"
+    (logged,) = run["history"]
+    assert logged["trials"]["_type"] == "table-file" and logged["trials"]["nrows"] == 3
