@@ -3,7 +3,7 @@
     python benchmarks/scale.py                          # 1000 5000 10000 on the embedded cluster
     python benchmarks/scale.py --trials 1000 --nodes 2  # on a 2-node loopback cluster (cluster/local_cluster.py)
 
-Each study: bn_mlp of depth 2 on digits, a few steps, one trial per seed, W&B off (its cost is
+Each study: bn_mlp of depth 2 on digits, 200 steps, one trial per seed, W&B off (its cost is
 measured apart, --wandb-trials), run by `elrbench submit` in a process of its own. Printed per size:
 seconds from the submit's start to the first finished trial; the study's wall time against the ideal
 (the trials' own wall times summed over the CPUs: what a scheduler with no overhead would take),
@@ -83,7 +83,8 @@ def run_size(n: int, steps: int, out: Path, address: str | None, cpus: int) -> d
     subprocess.run([EXE, "report", str(folder), "--no-wandb"], capture_output=True, check=True, env=env)
     report_s = time.monotonic() - t
     return {"trials": n, "finished": trials, "first_s": first, "wall_s": wall, "ideal_s": own / cpus,
-            "ratio": wall / (own / cpus), "peak_mb": peak_kb / 1024, "status_s": status_s, "report_s": report_s,
+            "ratio": wall / (own / cpus), "overhead_ms": 1000 * (wall - first - own / cpus) * cpus / n,
+            "peak_mb": peak_kb / 1024, "status_s": status_s, "report_s": report_s,
             "folder_mb": du(folder) / 2**20, "tune_kb_per_trial": du(folder / "tune") / 1024 / n}
 
 
@@ -107,7 +108,7 @@ def wandb_cost(n: int, steps: int, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, nargs="+", default=[1000, 5000, 10000])
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=200, help="steps a trial (200: about 0.15 s of training)")
     ap.add_argument("--nodes", type=int, default=1, help="1: the embedded cluster; 2 or more: a loopback "
                                                          "cluster of that many 1-CPU nodes (cluster/local_cluster.py)")
     ap.add_argument("--wandb-trials", type=int, default=100, help="trials for the W&B cost (0: skip)")
@@ -126,12 +127,13 @@ def main() -> None:
             address, cpus = addr_file.read_text().strip(), a.nodes
         where = f"{a.nodes}-node loopback cluster at {address}" if address else "the embedded cluster"
         print(f"{where}, {cpus} CPUs; bn_mlp depth 2 on digits, {a.steps} steps a trial, W&B off", flush=True)
-        print("| trials | first trial (s) | wall (s) | ideal (s) | wall / ideal | driver peak (MB) | status (s) "
-              "| report (s) | study folder (MB) | Tune KB/trial |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+        print("| trials | first trial (s) | wall (s) | ideal (s) | wall / ideal | overhead per trial (ms) "
+              "| driver peak (MB) | status (s) | report (s) | study folder (MB) | Tune KB/trial |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
         for n in a.trials:
             r = run_size(n, a.steps, out, address, cpus)
             print(f"| {n} | {r['first_s']:.1f} | {r['wall_s']:.0f} | {r['ideal_s']:.0f} | {r['ratio']:.2f} | "
+                  f"{r['overhead_ms']:.0f} | "
                   f"{r['peak_mb']:.0f} | {r['status_s']:.1f} | {r['report_s']:.1f} | {r['folder_mb']:.0f} | "
                   f"{r['tune_kb_per_trial']:.1f} |", flush=True)
         if a.wandb_trials:

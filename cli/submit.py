@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -86,12 +87,18 @@ class ProgressBar(Events):
     """Live progress of a study: a bar of trials and one of the running trial's steps; in logs and CI
     (no terminal) one line per finished trial instead."""
 
-    def __init__(self, bar: Progress, total: int, done: int, started: float) -> None:
-        self.bar, self.total, self.done, self.started = bar, total, done, started
+    def __init__(self, bar: Progress, title: Callable[[int, int], str], started: float) -> None:
+        self.bar, self.title, self.started = bar, title, started
+        self.total = self.done = 0
         self.results: list[TrialResult] = []
         self.running: set[str] = set()
-        self.study = bar.add_task("trials", total=total, completed=done)
+        self.study = bar.add_task("trials", total=None)
         self.steps = bar.add_task("steps", total=1, visible=False)
+
+    def planned(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        console.print(self.title(total, done), soft_wrap=True)
+        self.bar.update(self.study, total=total, completed=done)
 
     def _describe(self) -> str:
         return f"trials ({outcome_counts(self.results) or 'none finished'}; {len(self.running)} running)"
@@ -127,14 +134,13 @@ def run_study(s, store: StudyStore, executor: Executor, report: bool = True, com
 
 
 def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
-    trials = s.expand()
-    done = sum(store.finished(t.trial_id) for t in trials)
-    console.print(f"study {s.study_id}: {len(trials)} trials ({done} already finished) on {executor.where()} "
-                  f"-> {store.root}", soft_wrap=True, highlight=False)
     started = time.time()
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
-        events = ProgressBar(bar, len(trials), done, started)
+        def title(total: int, done: int) -> str:
+            return f"study {s.study_id}: {total} trials ({done} already finished) on {executor.where()} -> {store.root}"
+
+        events = ProgressBar(bar, title, started)
         rows = executor.run(s, store, events)
         bar.update(events.steps, visible=False)
     print_by_depth(rows)

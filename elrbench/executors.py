@@ -25,6 +25,9 @@ class Events:
     """What an executor reports while a study runs; override what you need (the defaults do nothing).
     Hooks run in the driver's process, never in a trial's."""
 
+    def planned(self, total: int, done: int) -> None:
+        """Once, before any trial starts: the study's size and how many trials finished earlier."""
+
     def trial_started(self, trial_id: str) -> None:
         pass
 
@@ -90,10 +93,13 @@ class InlineExecutor(Executor):
         from elrbench.train import run_trial
 
         events = events or Events()
+        trials = spec.expand()
+        earlier = {t.trial_id: r for t in trials if (r := store.result(t.trial_id)) is not None and r.finished}
+        events.planned(len(trials), len(earlier))
         results = []
-        for t in spec.expand():
-            if (done := store.result(t.trial_id)) is not None and done.finished:
-                results.append(done)
+        for t in trials:
+            if t.trial_id in earlier:
+                results.append(earlier[t.trial_id])
                 continue
             events.trial_started(t.trial_id)
             try:

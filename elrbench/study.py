@@ -110,60 +110,83 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
             shutil.rmtree(made, ignore_errors=True)
 
 
-def _run_reporting(config: dict[str, Any], report: Callable[[dict[str, Any]], None],
-                   ddp_rank: int | None = None) -> None:
-    """The training loop of one trial (or one DDP rank), each logged row sent through `report`."""
+def _run_one(trial: TrialSpec, store: StudyStore, report: Callable[[dict[str, Any]], None],
+             ddp_rank: int | None = None) -> None:
+    """The training loop of one trial (or one DDP rank); its progress and its end sent through `report`
+    (only progress: the rows themselves are in the study folder, and every key sent to Tune is kept
+    in its experiment state for every trial, 21 KB a trial when whole rows were sent)."""
     from elrbench.train import run_trial
 
     ray = _ray()
-    trial = _trial(config)
-    store = StudyStore(Path(config["study_dir"]))
     where: dict[str, Any] = {"node_id": ray.get_runtime_context().get_node_id()}
     if ddp_rank is not None:  # the worker group's placement group, removed by the driver at the end
         pg = ray.util.get_current_placement_group()
         where["placement_group"] = pg.id.hex() if pg else None
     store.write_worker(trial.trial_id, ddp_rank or 0, **where)
+    # A report waits for the driver to take it (a few ms): progress goes at most twice a second
+    last = [0.0]
 
     def progress(step: int, total: int, row: dict[str, Any]) -> None:
-        report({"step": step, "total_steps": total,
-                **{k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}})
+        if ddp_rank is not None or time.monotonic() - last[0] > 0.5:  # DDP ranks must report alike
+            report({"index": trial.index, "step": step, "total_steps": total})
+            last[0] = time.monotonic()
 
     result = run_trial(trial, store, progress=progress)
-    report({"done": 1, "outcome": result.outcome, "step": result.steps_done,
-            "final_test_acc": result.final_test_acc if result.final_test_acc is not None else float("nan")})
+    report({"index": trial.index, "finished": 1, "step": result.steps_done})  # not "done": Tune stops a trial on it
+
+
+def _run_chunk(config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
+    """One-worker trials, a chunk of them one after another in one Tune trial (Tune's own cost, about
+    25 ms a trial here, is paid once per chunk). A retried chunk skips what it finished; a trial that
+    fails lets the others run, then fails the chunk so that Tune retries it."""
+    spec, store = _study_spec(config["study_dir"]), StudyStore(Path(config["study_dir"]))
+    indices = config["indices"]
+    errors = []
+    for i in indices:
+        trial = spec.trial(i)
+        if store.finished(trial.trial_id):
+            continue
+        try:
+            _run_one(trial, store, report)
+        except Exception as e:  # noqa: BLE001 - recorded below; a lone trial's error goes to Tune as it is
+            if len(indices) == 1:
+                raise
+            errors.append(f"{trial.trial_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if errors:
+        raise RuntimeError(f"{len(errors)} of the {len(indices)} trials of this chunk failed; the first: {errors[0]}")
 
 
 def _ddp_worker(config: dict[str, Any]) -> None:
     """One rank of a DDP trial, on a Ray Train worker (torch.distributed is set up by TorchTrainer).
     Every rank reports the same number of times, as Ray Train requires; Tune sees rank 0's rows."""
     train = _ray().train
-
-    _run_reporting(config, train.report, ddp_rank=train.get_context().get_world_rank())
+    (index,) = config["indices"]
+    trial = _study_spec(config["study_dir"]).trial(index)
+    _run_one(trial, StudyStore(Path(config["study_dir"])), train.report, ddp_rank=train.get_context().get_world_rank())
 
 
 @functools.lru_cache(maxsize=4)
 def _study_spec(study_dir: str) -> StudySpec:
+    """The study's spec, read from its folder once per worker process (Tune's configs stay small:
+    the folder and the trials' indices; each trial is built alone, StudySpec.trial)."""
     return StudyStore(Path(study_dir)).spec()
 
 
-def _trial(config: dict[str, Any]) -> TrialSpec:
-    """A trial from Tune's small config: the study folder and the trial's index in the grid. The spec
-    is read from the study folder once per worker process; the trial is built alone."""
-    return _study_spec(config["study_dir"]).trial(config["index"])
-
-
 def _trainable(config: dict[str, Any]) -> None:
-    """One trial inside Tune: the loop itself (one worker) or a TorchTrainer that runs it on each rank."""
-    trial = _trial(config)
-    r = trial.resources
+    """One Tune trial: a chunk of one-worker trials run here, or one DDP trial as a TorchTrainer that
+    runs it on each rank."""
+    spec = _study_spec(config["study_dir"])
+    r = spec.resources
     ray = _ray()
     train, tune = ray.train, ray.tune
     if r.workers_per_trial == 1:
-        _run_reporting(config, tune.report)
+        _run_chunk(config, tune.report)
         return
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    (index,) = config["indices"]
+    trial = spec.trial(index)
     use_gpu = r.gpus_per_worker > 0
     trainer = TorchTrainer(
         _ddp_worker, train_loop_config=config,
@@ -212,6 +235,8 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
     tune = _ray(embedded=address is None).tune
     trials = spec.expand()
     pending = [t for t in trials if not store.finished(t.trial_id)]
+    events = events or Events()
+    events.planned(len(trials), len(trials) - len(pending))
     with ray_cluster(address, num_cpus) as cluster:
         concurrent = plan_concurrency(spec, cluster)
         if pending:
@@ -220,19 +245,19 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
                 resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
             else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
                 resources, retries = {"cpu": 0, "memory": 1e6}, 0
-            ids = {t.index: t.trial_id for t in pending}
-            # Tune sees small configs (the study folder and a trial's index), handed out one at a time
+            # Tune sees small configs (the study folder and the trials' indices), handed out one at a time
             # by a searcher: a grid_search over every trial's spec made Tune copy the whole list once
-            # per trial (measured: 227 s before the first of 2,000 trials started).
+            # per trial (measured: 227 s before the first of 2,000 trials started). Nothing given to
+            # Tune per trial may hold the whole study (Tune keeps it in every trial's saved state).
+            chunks = chunked(pending, concurrent, r.workers_per_trial)
             tuner = tune.Tuner(
                 tune.with_resources(_trainable, resources),
                 param_space={"study_dir": str(store.root)},
-                tune_config=tune.TuneConfig(search_alg=_index_searcher([t.index for t in pending]),
-                                            num_samples=len(pending), max_concurrent_trials=concurrent,
-                                            reuse_actors=r.workers_per_trial == 1,
-                                            trial_dirname_creator=lambda tr: ids[tr.config["index"]]),
+                tune_config=tune.TuneConfig(search_alg=_chunk_searcher(chunks), num_samples=len(chunks),
+                                            max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
+                                            trial_dirname_creator=_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
-                                          callbacks=[_progress_callback(store, pending, events or Events())],
+                                          callbacks=[_progress_callback(store, pending, events)],
                                           failure_config=tune.FailureConfig(max_failures=retries)),
             )
             # At the end Tune reads every trial's metrics back from its own logger files, which elrbench
@@ -248,30 +273,44 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
     return [r for r in results if r is not None]
 
 
-def _index_searcher(indices: list[int]):
-    """A Tune searcher that hands out the pending trials' indices in grid order, then FINISHED. Its
-    class is made here because its base comes from ray.tune (imported after _ray()); it holds no
-    closure, so Tune can pickle it."""
+def chunked(pending: list[TrialSpec], concurrent: int, workers_per_trial: int) -> list[list[TrialSpec]]:
+    """The pending trials in grid order, cut into chunks that one Tune trial runs one after another:
+    about 20 chunks per trial that runs at once (enough to balance the load; a chunk is retried
+    whole, skipping what it finished), one trial a chunk for small studies and for DDP trials."""
+    size = 1 if workers_per_trial > 1 else max(1, math.ceil(len(pending) / (20 * concurrent)))
+    return [pending[i : i + size] for i in range(0, len(pending), size)]
+
+
+def _dirname(trial: Any) -> str:
+    """Tune's folder of a chunk: its trial's id, or its first trial's id and how many follow."""
+    return trial.config["name"]
+
+
+def _chunk_searcher(chunks: list[list[TrialSpec]]):
+    """A Tune searcher that hands out the chunks of pending trials, as their indices and a name, in
+    grid order, then FINISHED. Its class is made here because its base comes from ray.tune
+    (imported after _ray()); it holds no closure, so Tune can pickle it."""
     search = _ray().tune.search
 
-    class Indices(search.Searcher):
-        def __init__(self, indices: list[int]) -> None:
+    class Chunks(search.Searcher):
+        def __init__(self, chunks: list[dict[str, Any]]) -> None:
             super().__init__()
-            self.left = list(reversed(indices))
+            self.left = list(reversed(chunks))
 
         def suggest(self, trial_id: str):
-            return {"index": self.left.pop()} if self.left else search.Searcher.FINISHED
+            return self.left.pop() if self.left else search.Searcher.FINISHED
 
         def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
             pass
 
-        def save(self, checkpoint_path: str) -> None:  # Tune's experiment state: the indices still to hand out
+        def save(self, checkpoint_path: str) -> None:  # Tune's experiment state: the chunks still to hand out
             Path(checkpoint_path).write_text(json.dumps(self.left))
 
         def restore(self, checkpoint_path: str) -> None:
             self.left = json.loads(Path(checkpoint_path).read_text())
 
-    return Indices(indices)
+    return Chunks([{"indices": [t.index for t in c],
+                    "name": c[0].trial_id if len(c) == 1 else f"{c[0].trial_id}+{len(c) - 1}"} for c in chunks])
 
 
 def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Events):
@@ -284,32 +323,54 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
     class Progress(_ray().tune.Callback):
         def __init__(self, store: StudyStore, by_index: dict[int, TrialSpec], events: Events) -> None:
             self.store, self.by_index, self.events = store, by_index, events
-            self.ids = {i: t.trial_id for i, t in by_index.items()}
+            self.started: set[int] = set()
+            self.finished: set[int] = set()
 
         def __getstate__(self) -> dict:
             return {}
 
+        def _start(self, index: int) -> None:
+            if index not in self.started:
+                self.started.add(index)
+                self.events.trial_started(self.by_index[index].trial_id)
+
+        def _finish(self, index: int, result: TrialResult | None = None) -> None:
+            tid = self.by_index[index].trial_id
+            result = result or self.store.result(tid)
+            if index not in self.finished and result is not None:
+                self.finished.add(index)
+                self.events.trial_finished(result)
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.events.trial_started(self.ids[trial.config["index"]])
+            self._start(trial.config["indices"][0])
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            index = result.get("index")
+            if index not in self.by_index:
+                return
+            self._start(index)
             if "total_steps" in result:
-                self.events.progress(self.ids[trial.config["index"]], int(result["step"]),
-                                     int(result["total_steps"]))
+                self.events.progress(self.by_index[index].trial_id, int(result["step"]), int(result["total_steps"]))
+            if result.get("finished"):
+                self._finish(index)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            tid = self.ids[trial.config["index"]]
-            _remove_worker_groups(self.store, tid)
-            if (result := self.store.result(tid)) is not None:
-                self.events.trial_finished(result)
+            for index in trial.config["indices"]:
+                _remove_worker_groups(self.store, self.by_index[index].trial_id)
+                self._finish(index)
             self.store.refresh_table()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            tid = self.ids[trial.config["index"]]
-            _remove_worker_groups(self.store, tid)
-            result = TrialResult.failed(self.by_index[trial.config["index"]], _error_text(trial))
-            self.store.write_result(result)
-            self.events.trial_finished(result)
+            error = _error_text(trial)
+            for index in trial.config["indices"]:
+                t = self.by_index[index]
+                _remove_worker_groups(self.store, t.trial_id)
+                if not self.store.finished(t.trial_id):
+                    result = TrialResult.failed(t, error)
+                    self.store.write_result(result)
+                    self._finish(index, result)
+                else:
+                    self._finish(index)
             self.store.refresh_table()
 
     return Progress(store, {t.index: t for t in pending}, events)

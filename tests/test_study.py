@@ -178,3 +178,30 @@ def test_a_study_of_hundreds_of_trials_runs_to_the_end(base_spec, cluster):
     # Tune keeps what it needs to run and retry, not a second copy of every reported row
     tune = store.root / "tune"
     assert not list(tune.glob("*/progress.csv")) and not list(tune.glob("*/result.json"))
+
+
+def test_a_failing_trial_in_a_chunk_fails_alone(base_spec, tmp_path, cluster):
+    # 82 trials on 2 CPUs run as chunks of 3 (elrbench.study.chunked); workload B's data is corrupt,
+    # so every B trial fails, and the chunk holding A's last trials and B's first runs A's and then
+    # records B's failure
+    sub = write_cifar(tmp_path / "c10")
+    raw = bytearray((sub / "data_batch_2.bin").read_bytes())
+    raw[0] = 200
+    (sub / "data_batch_2.bin").write_bytes(bytes(raw))
+    base_spec["workloads"] = [{"name": "a", "model": "bn_mlp", "dataset": "digits", "width": 8, "threshold": 0.5},
+                              {"name": "b", "model": "bn_mlp", "dataset": "cifar10", "width": 8, "threshold": 0.5,
+                               "data": {"dir": str(tmp_path / "c10")}}]
+    base_spec["grid"] = {"depth": [2], "lr": [0.1], "seed": list(range(41))}
+    base_spec["budget"] = {"steps": 2, "batch_size": 16, "log_every": 2, "eval_every": 2}
+    base_spec["resources"] = {"cpus_per_worker": 1, "max_failures": 1}
+    s = validate_spec(base_spec)
+    from elrbench.study import chunked
+
+    assert [len(c) for c in chunked(s.expand(), 2, 1)][:14] == [3] * 13 + [3]
+    store = StudyStore.create(s)
+    rows = run_on_ray(s, store, Recorder())
+    by = {r.trial_id: r for r in rows}
+    assert len(by) == 82
+    assert all(by[t.trial_id].outcome in ("trained", "untrained") for t in s.expand() if t.workload.name == "a")
+    failed = [by[t.trial_id] for t in s.expand() if t.workload.name == "b"]
+    assert all(r.outcome == "failed" and "holds label 200" in r.error for r in failed), failed[0].error
