@@ -1,10 +1,13 @@
 """Run a study on Ray Tune: the only module that imports ray.
 
-One Tune trial per grid point. A one-worker trial runs the training loop directly inside the Tune
-function trainable; a trial with several workers builds a Ray Train TorchTrainer (DDP, gloo on CPU,
-nccl on GPU) from inside its trainable, as Train V2 requires, and its rank 0's rows reach Tune
-through TuneReportCallback. The cluster is an embedded one kept on 127.0.0.1, or an existing one by
-address.
+One-worker trials run in chunks: a Tune trial (a function trainable) runs a few grid points one
+after another (one each for small studies; about 20 chunks per concurrent slot for large ones, so
+Tune's own cost of about 25 ms a trial is paid per chunk). Tune's configs are small (the study folder
+and the chunk's indices); each worker reads the spec from the study folder once and builds its
+trials alone. A trial with several workers is a Tune trial of its own that builds a Ray Train
+TorchTrainer (DDP, gloo on CPU, nccl on GPU) from inside its trainable, as Train V2 requires, and its
+rank 0's rows reach Tune through TuneReportCallback. The cluster is an embedded one kept on
+127.0.0.1, or an existing one by address.
 
 Fault tolerance rests on the study folder, not on Tune's experiment state: each trial writes its own
 rows and checkpoints there, so a retried trial (a lost worker or node) continues from its last
@@ -14,6 +17,7 @@ the output_dir on storage every node sees.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -233,44 +237,58 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
                num_cpus: int | None = None) -> list[TrialResult]:
     """Run every unfinished trial of the study on Ray Tune; returns all results in grid order."""
     tune = _ray(embedded=address is None).tune
-    trials = spec.expand()
-    pending = [t for t in trials if not store.finished(t.trial_id)]
     events = events or Events()
-    events.planned(len(trials), len(trials) - len(pending))
-    with ray_cluster(address, num_cpus) as cluster:
-        concurrent = plan_concurrency(spec, cluster)
-        if pending:
-            r = spec.resources
-            if r.workers_per_trial == 1:
-                resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
-            else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
-                resources, retries = {"cpu": 0, "memory": 1e6}, 0
-            # Tune sees small configs (the study folder and the trials' indices), handed out one at a time
-            # by a searcher: a grid_search over every trial's spec made Tune copy the whole list once
-            # per trial (measured: 227 s before the first of 2,000 trials started). Nothing given to
-            # Tune per trial may hold the whole study (Tune keeps it in every trial's saved state).
-            chunks = chunked(pending, concurrent, r.workers_per_trial)
-            tuner = tune.Tuner(
-                tune.with_resources(_trainable, resources),
-                param_space={"study_dir": str(store.root)},
-                tune_config=tune.TuneConfig(search_alg=_chunk_searcher(chunks), num_samples=len(chunks),
-                                            max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
-                                            trial_dirname_creator=_dirname),
-                run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
-                                          callbacks=[_progress_callback(store, pending, events)],
-                                          failure_config=tune.FailureConfig(max_failures=retries)),
-            )
-            # At the end Tune reads every trial's metrics back from its own logger files, which elrbench
-            # turns off (each trial's rows are in the study folder), and warns per trial; quiet it.
-            quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-            level, quiet.level = quiet.level, logging.ERROR
-            try:
-                tuner.fit()
-            finally:
-                quiet.setLevel(level)
+    # which trials are left (a second per 10,000 trials) is worked out while Ray starts (seconds,
+    # mostly waiting on its processes)
+    def left_to_run() -> tuple[list[TrialSpec], list[TrialSpec]]:
+        trials = spec.expand()
+        return trials, [t for t in trials if not store.finished(t.trial_id)]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        left = pool.submit(left_to_run)
+        with ray_cluster(address, num_cpus) as cluster:
+            trials, pending = left.result()
+            events.planned(len(trials), len(trials) - len(pending))
+            _tune(spec, store, events, tune, pending, plan_concurrency(spec, cluster))
     store.write_table()
     results = [store.result(t.trial_id) for t in trials]
     return [r for r in results if r is not None]
+
+
+def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: list[TrialSpec],
+          concurrent: int) -> None:
+    """The Tuner over the pending trials, run to the end.
+
+    Tune sees small configs (the study folder and a chunk's indices), handed out one at a time by a
+    searcher: a grid_search over every trial's spec made Tune copy the whole list once per trial
+    (measured: 227 s before the first of 2,000 trials started). Nothing given to Tune per trial may
+    hold the whole study (Tune keeps it in every trial's saved state)."""
+    if not pending:
+        return
+    r = spec.resources
+    if r.workers_per_trial == 1:
+        resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
+    else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
+        resources, retries = {"cpu": 0, "memory": 1e6}, 0
+    chunks = chunked(pending, concurrent, r.workers_per_trial)
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, resources),
+        param_space={"study_dir": str(store.root)},
+        tune_config=tune.TuneConfig(search_alg=_chunk_searcher(chunks), num_samples=len(chunks),
+                                    max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
+                                    trial_dirname_creator=_dirname),
+        run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
+                                  callbacks=[_progress_callback(store, pending, events)],
+                                  failure_config=tune.FailureConfig(max_failures=retries)),
+    )
+    # At the end Tune reads every trial's metrics back from its own logger files, which elrbench turns
+    # off (each trial's rows are in the study folder), and warns per trial; quiet it.
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        tuner.fit()
+    finally:
+        quiet.setLevel(level)
 
 
 def chunked(pending: list[TrialSpec], concurrent: int, workers_per_trial: int) -> list[list[TrialSpec]]:
@@ -354,9 +372,13 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
             if result.get("finished"):
                 self._finish(index)
 
+        def _cleanup(self, t: TrialSpec) -> None:
+            if t.resources.workers_per_trial > 1:
+                _remove_worker_groups(self.store, t.trial_id)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
             for index in trial.config["indices"]:
-                _remove_worker_groups(self.store, self.by_index[index].trial_id)
+                self._cleanup(self.by_index[index])
                 self._finish(index)
             self.store.refresh_table()
 
@@ -364,7 +386,7 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
             error = _error_text(trial)
             for index in trial.config["indices"]:
                 t = self.by_index[index]
-                _remove_worker_groups(self.store, t.trial_id)
+                self._cleanup(t)
                 if not self.store.finished(t.trial_id):
                     result = TrialResult.failed(t, error)
                     self.store.write_result(result)
