@@ -131,7 +131,8 @@ def _run_one(trial: TrialSpec, store: StudyStore, report: Callable[[dict[str, An
     last = [0.0]
 
     def progress(step: int, total: int, row: dict[str, Any]) -> None:
-        if ddp_rank is not None or time.monotonic() - last[0] > 0.5:  # DDP ranks must report alike
+        # DDP ranks must report alike; the last step always goes
+        if ddp_rank is not None or step >= total or time.monotonic() - last[0] > 0.5:
             report({"index": trial.index, "step": step, "total_steps": total})
             last[0] = time.monotonic()
 
