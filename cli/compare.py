@@ -24,19 +24,21 @@ def compare(
     whether the two runs' verdicts (each warm-up against the baseline) agree."""
     from elrbench.compare import compare as compare_runs
     from elrbench.compare import verdict
-    from elrbench.machine import describe
+    from elrbench.report import machines
 
     a, b = StudyStore.open(study_a), StudyStore.open(study_b)
     ra, rb = a.results(), b.results()
     base = baseline or a.baseline()
     c = compare_runs(ra, rb, base)
     if not c.common:
-        raise UsageError(f"{study_a} and {study_b} have no trial in common (trial ids differ): not one grid run "
+        raise UsageError(f"{study_a} and {study_b} have no grid point in common: not one grid run "
                          "twice; compare runs of the same spec")
     for name, store, rows in (("A", a, ra), ("B", b, rb)):
-        ms = sorted({describe(r.machine) for r in rows if r.cpu is not None}) or ["machine not recorded"]
+        ms = machines(rows) or ["machine not recorded"]
         console.print(Text(f"{name}: {store.root} ({len(rows)} trials): {'; '.join(ms)}"), soft_wrap=True)
-    console.print(Text(f"{c.common} trials in both; {c.only_a} only in A, {c.only_b} only in B"))
+    console.print(Text(f"{c.common} trials in both (paired by grid point); {c.only_a} only in A, {c.only_b} only in B"
+                       + (f"; {c.other_ids} pairs differ in identity (trial ids: resources.compile or "
+                          "workers_per_trial differ)" if c.other_ids else "")), soft_wrap=True)
     for g in dict.fromkeys(d.group for d in c.cells):
         table = RichTable(title=Text(f"B - A: {g.label}"), title_justify="left")
         for col in ("depth", "warm-up", "A", "B", "Δtrained [95%]", "Δacc [95%]"):
@@ -47,7 +49,7 @@ def compare(
                           d.acc.text(".3f", signed=True) + (" *" if d.acc.excludes(0) else ""))
         console.print(table)
     console.print("cells: trained/finished in A and B; differences B - A over the trials both ran (paired by "
-                  "trial id); * marks an interval that excludes 0", style="dim", highlight=False)
+                  "grid point); * marks an interval that excludes 0", style="dim", highlight=False)
     differ = sum(d.differs for d in c.cells)
     console.print(Text(f"{differ} of {len(c.cells)} cells differ beyond their 95% intervals"))
     if not c.verdicts:

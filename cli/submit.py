@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,7 @@ class ProgressBar(Events):
             acc = result.final_test_acc
             console.print(f"[{len(self.results) + self.done}/{self.total}] {result.trial_id}: {result.outcome}"
                           + (f" test acc {acc:.3f}" if acc is not None else "")
+                          + (f", compiled in {result.compile_s:.1f} s" if result.compile_s is not None else "")
                           + f" ({time.time() - self.started:.0f} s elapsed)", highlight=False, soft_wrap=True)
 
 
@@ -145,6 +147,10 @@ def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
         bar.update(events.steps, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")
+    if times := sorted(r.compile_s for r in rows if r.compile_s is not None):
+        console.print(f"{len(times)} trials ran compiled steps (resources.compile: {s.resources.compile}); their "
+                      f"first step, compiling mostly, took {statistics.median(times):.1f} s (median), "
+                      f"{times[-1]:.1f} s at most", highlight=False, soft_wrap=True)
     if rows:
         from elrbench.report import headline
         from elrbench.tables import trainable_depths

@@ -1,13 +1,15 @@
 """One grid run twice (two machines, two versions, a laptop and a cluster): per-cell differences with
-intervals, and whether the two runs' verdicts agree. Trials are matched by trial id, so the same
-seed is compared with itself (a paired comparison)."""
+intervals, and whether the two runs' verdicts agree. Trials are matched by grid point (workload,
+depth, lr, optimizer, warm-up, schedule, seed), so the same seed is compared with itself (a paired
+comparison), also when the runs differ in how a trial runs (resources.compile, workers_per_trial),
+which changes trial ids."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
 from elrbench import stats
-from elrbench.result import TrialResult
+from elrbench.result import POINT, TrialResult
 from elrbench.tables import Group, Trainable, TrainableDepths, groups, make_cell, trainable_depths
 
 
@@ -54,9 +56,10 @@ class VerdictPair:
 
 @dataclass(frozen=True)
 class Comparison:
-    common: int  # trials with a result in both
+    common: int  # grid points with a result in both
     only_a: int
     only_b: int
+    other_ids: int  # common points whose trial ids differ (another identity: compiled, DDP, ...)
     cells: list[CellDiff]
     verdicts: list[VerdictPair]
 
@@ -66,21 +69,27 @@ class Comparison:
 
 
 def compare(rows_a: list[TrialResult], rows_b: list[TrialResult], baseline: str) -> Comparison:
-    a = {r.trial_id: r for r in rows_a}
-    b = {r.trial_id: r for r in rows_b}
-    common = sorted(set(a) & set(b), key=lambda t: a[t].index)
-    ra, rb = [a[t] for t in common], [b[t] for t in common]
+    a = {point(r): r for r in rows_a}
+    b = {point(r): r for r in rows_b}
+    common = sorted(set(a) & set(b), key=lambda k: a[k].index)
+    ra, rb = [a[k] for k in common], [b[k] for k in common]
     cells = []
     for g, rs in groups(ra, per_lr=True).items():
         for d in sorted({r.depth for r in rs}):
             for w in dict.fromkeys(r.warmup for r in rs):
-                ids = [r.trial_id for r in rs if r.depth == d and r.warmup == w]
-                cells.append(_cell(g, d, w, [a[i] for i in ids], [b[i] for i in ids]))
+                keys = [point(r) for r in rs if r.depth == d and r.warmup == w]
+                cells.append(_cell(g, d, w, [a[k] for k in keys], [b[k] for k in keys]))
     da = {t.group: t for t in trainable_depths(ra, baseline)}
     db = {t.group: t for t in trainable_depths(rb, baseline)}
     verdicts = [VerdictPair(g, x.warmup, x, y) for g, t in da.items() if g in db and t.baseline
                 for x, y in zip(t.rows, _aligned(t, db[g])) if x.warmup != t.baseline and y is not None]
-    return Comparison(len(common), len(set(a) - set(b)), len(set(b) - set(a)), cells, verdicts)
+    other = sum(a[k].trial_id != b[k].trial_id for k in common)
+    return Comparison(len(common), len(set(a) - set(b)), len(set(b) - set(a)), other, cells, verdicts)
+
+
+def point(r: TrialResult) -> tuple:
+    """The trial's grid point: what pairs a trial of one run with its twin in the other."""
+    return tuple(getattr(r, k) for k in POINT)
 
 
 def _aligned(t: TrainableDepths, other: TrainableDepths) -> list[Optional[Trainable]]:

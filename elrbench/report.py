@@ -141,11 +141,11 @@ def tables_of(rows: list[TrialResult], baseline: str) -> tuple[list[Table], list
 
 
 def machines(rows: list[TrialResult]) -> list[str]:
-    """Each machine the trials ran on, with its number of trials."""
+    """Each machine the trials ran on, and how (a compiled step), with its number of trials."""
     count: dict[str, int] = {}
     for r in rows:
         if r.cpu is not None:
-            key = describe(r.machine)
+            key = describe(r.machine) + (f"; compiled steps ({r.compile})" if r.compile else "")
             count[key] = count.get(key, 0) + 1
     return [f"{m} ({n} trial{'s' * (n != 1)})" for m, n in count.items()]
 

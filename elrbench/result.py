@@ -53,9 +53,9 @@ class TrialResult(BaseModel):
     dead_layers_max: Optional[int] = None  # most layers with an exactly zero gradient in one step
     grad_explosion_slope: Optional[float] = None  # slope of log10 ||g_l|| over layer position at init
     # how it ran
-    train_s: Optional[float] = None
+    train_s: Optional[float] = None  # the training steps' time, compiling included
     wall_s: Optional[float] = None
-    step_ms: Optional[float] = None
+    step_ms: Optional[float] = None  # per step, compiling left out
     device: Optional[str] = None
     host: Optional[str] = None
     cpu: Optional[str] = None  # the machine (elrbench/machine.py): CPU model and architecture
@@ -65,6 +65,8 @@ class TrialResult(BaseModel):
     gpu: Optional[str] = None
     params: Optional[int] = None
     workers: Optional[int] = None
+    compile: Optional[str] = None  # the compiled step it ran (on, cudagraphs; resources.compile); unset: eager
+    compile_s: Optional[float] = None  # its first step in the process that finished it: compiling, mostly
     error: Optional[str] = None  # a failed trial's error
     ranks: Optional[list[dict[str, float]]] = None  # DDP: per-rank sums that show the ranks agree
     tracking_error: Optional[str] = None  # a W&B failure (never fails the trial); set when tracked

@@ -271,6 +271,17 @@ class ResourcesSpec(Frozen):
     max_concurrent_trials: Optional[int] = Field(None, ge=1)
     max_failures: int = Field(1, ge=0, description="retries of a trial after an infrastructure failure "
                                                    "(a lost worker or node); a diverged trial is never retried")
+    compile: Literal["off", "on", "cudagraphs", "auto"] = Field(
+        "off", description="the training step: off (eager PyTorch, the reference), on (torch.compile, channels-last "
+                           "for convolutional networks), cudagraphs (torch.compile with CUDA graphs; needs a GPU), "
+                           "auto (on for trials of at least 2000 steps, where compiling repays itself; "
+                           "docs/performance.md). Compiled steps change the numbers in the last bits, so the "
+                           "setting is part of a trial's identity")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v: Any) -> Any:  # YAML 1.1 reads unquoted on/off as booleans
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -349,22 +360,27 @@ class StudySpec(Frozen):
         if self.budget.batch_size % n:
             problems.append(("budget.batch_size", f"{self.budget.batch_size} does not split evenly over "
                              f"resources.workers_per_trial = {n}"))
+        if self.resources.compile == "cudagraphs" and self.resources.gpus_per_worker == 0:
+            problems.append(("resources.compile", "cudagraphs needs a GPU: set resources.gpus_per_worker, or "
+                             "use compile: on"))
         if problems:
             raise _problems(problems)
         return self
 
     # ------------------------------------------------------------ identity and expansion
-    def _ddp_identity(self) -> dict[str, int]:
-        # DDP changes the numbers (BatchNorm sees each worker's share of the batch): part of the identity.
-        n = self.resources.workers_per_trial
-        return {"workers_per_trial": n} if n > 1 else {}
+    def _run_identity(self) -> dict[str, Any]:
+        # DDP changes the numbers (BatchNorm sees each worker's share of the batch), and so does a
+        # compiled step (other kernels, other rounding): both are part of the identity. Their
+        # defaults are left out, so ids of studies written before these settings existed still hold.
+        n, c = self.resources.workers_per_trial, self.resources.compile
+        return {**({"workers_per_trial": n} if n > 1 else {}), **({"compile": c} if c != "off" else {})}
 
     def spec_hash(self) -> str:
         """Hash of what defines the results (not where they go, how they are tracked or scheduled)."""
         ident = {"schema_version": self.schema_version, "name": self.name,
                  "workloads": [w.identity() for w in self.workloads],
                  "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
-                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
+                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
         return _digest(ident)[:12]
 
     @property
@@ -403,7 +419,7 @@ class StudySpec(Frozen):
                  "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
                  "schedule": sched.model_dump(mode="json"), "seed": seed,
                  "budget": self.budget.model_dump(mode="json"),
-                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._ddp_identity()}
+                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
         trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
         return TrialSpec(
             study_id=study_id or self.study_id, trial_id=trial_id, index=index, workload=w, depth=depth,

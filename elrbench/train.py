@@ -11,11 +11,17 @@ gradients, so per-layer statistics and learning rates agree on every rank. Colle
 at the log period (one all-reduce of the accumulators) and the eval period (rank 0 evaluates and
 broadcasts). Rank 0 (is_main) alone writes results, checkpoints and W&B; every rank reads the same
 checkpoint.
+
+Compiled steps (resources.compile): the training forward (and with it the backward) runs through
+torch.compile, the network in channels-last when it convolves; the diagnostics, warm-ups and the
+optimizer read the gradients after backward, outside the compiled code, and evaluation and
+checkpoints use the plain module, which shares its parameters with the compiled one.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -70,6 +76,9 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
             loss = F.cross_entropy(out, y)
             run.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if run.plan.compile != "off" and run.compile_s is None:  # this process's first step compiles
+                run.compile_s = time.perf_counter() - t0
+                log.info("%s: compiled (%s) in %.1f s", trial.trial_id, run.plan.compile, run.compile_s)
             log_now = (step + 1) % b.log_every == 0 or step + 1 == total
             lr, lrs, m = set_learning_rates(run, state, step, out, y)
             e = run.diag.record(m, lrs, step) if run.diag else None
@@ -140,6 +149,22 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     eval_every: int
+    compile: str = "off"  # the step this trial runs: off (eager), on or cudagraphs
+
+
+# compile: auto compiles trials of at least this many steps. Measured on 2 CPU cores (benchmarks/
+# compile.py, docs/performance.md): a compiled step saves 3 to 6 ms on the networks of the studies,
+# and compiling costs 2 to 3 s with inductor's cache warm, 10 to 25 s cold; 2000 steps repay a cold
+# compile of the plain CNN and a warm one of every network measured.
+COMPILE_MIN_STEPS = 2000
+
+
+def compile_mode(setting: str, total_steps: int) -> str:
+    """What resources.compile means for a trial of total_steps: off, on or cudagraphs. It depends on
+    the spec alone (never on the machine), so a trial is compiled or not on every machine alike."""
+    if setting == "auto":
+        return "on" if total_steps >= COMPILE_MIN_STEPS else "off"
+    return setting
 
 
 def plan(trial: TrialSpec, n_train: int) -> Plan:
@@ -149,7 +174,7 @@ def plan(trial: TrialSpec, n_train: int) -> Plan:
         raise DataError(f"batch_size {b.batch_size} exceeds the {n_train} training examples of "
                         f"{trial.workload.dataset}; lower budget.batch_size")
     total = b.steps if b.steps is not None else math.ceil(b.epochs * spe)
-    return Plan(spe, total, b.eval_every or spe)
+    return Plan(spe, total, b.eval_every or spe, compile_mode(trial.resources.compile, total))
 
 
 @dataclass
@@ -168,12 +193,15 @@ class Setup:
     x_test: torch.Tensor
     y_test: torch.Tensor
     model: torch.nn.Module  # diagnostics, evaluation and checkpoints use the plain module
-    forward: torch.nn.Module  # the training forward: through DDP (which averages gradients) when world > 1
+    forward: torch.nn.Module  # the training forward: through DDP (which averages gradients) when world > 1,
+    # compiled when plan.compile is not off
     params: list[torch.nn.Parameter]
     optimizer: Any  # the registry entry (elrbench.optimizers.Optimizer)
     opt: torch.optim.Optimizer
     warmup: Warmup
     diag: Optional[LayerDiagnostics]
+    channels_last: bool = False  # batches go to the network in channels-last memory format
+    compile_s: Optional[float] = None  # the first step's time in this process, when compiled (else unset)
     _perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
 
     @property
@@ -198,6 +226,8 @@ class Setup:
         if self.world > 1:
             share = bs // self.world
             x, y = x[self.rank * share : (self.rank + 1) * share], y[self.rank * share : (self.rank + 1) * share]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
 
@@ -213,8 +243,13 @@ def setup(trial: TrialSpec) -> Setup:
     xte, yte = data.x_test.to(device), data.y_test.to(device)
     model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
+    channels_last = p.compile != "off" and xtr.dim() == 4
+    if channels_last:  # faster convolutions under inductor (docs/performance.md); the values are the same
+        model = model.to(memory_format=torch.channels_last)
     params = [q for q in model.parameters() if q.requires_grad]
     forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if p.compile != "off":
+        forward = compiled(forward, p.compile)
     optimizer = create_optimizer(trial.optimizer)
     opt = optimizer.build(params, trial.lr)
     warm = create_warmup(trial.warmup.name, trial.warmup.options, p.total_steps, trial.optimizer)
@@ -225,7 +260,26 @@ def setup(trial: TrialSpec) -> Setup:
         except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
             pass
     return Setup(trial, rank, world, device, p, data.augment, xtr, ytr, xte, yte, model, forward, params,
-                 optimizer, opt, warm, diag)
+                 optimizer, opt, warm, diag, channels_last)
+
+
+def compile_cache() -> str:
+    """Where inductor keeps compiled kernels: $TORCHINDUCTOR_CACHE_DIR, else one folder per user in the
+    machine's temporary folder, shared by every process of the machine (Ray workers included), so
+    only the first trial of a shape pays the whole compile time."""
+    import tempfile
+
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                      f"elrbench-inductor-{os.getuid()}")
+
+
+def compiled(forward: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """The training forward through torch.compile (CUDA graphs for mode cudagraphs). Dynamo's
+    in-process caches are reset first: a process that runs many trials (a chunk of a Ray study)
+    would otherwise reach dynamo's recompile limit and silently fall back to eager."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache()
+    torch._dynamo.reset()
+    return torch.compile(forward, mode="reduce-overhead" if mode == "cudagraphs" else None)
 
 
 # ---------------------------------------------------------------- state, logging, checkpoints
@@ -383,6 +437,8 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
     last_log = next((r for r in reversed(h) if "train_loss" in r), {})
     diag = run.diag.summary() if run.diag else dict.fromkeys(LayerDiagnostics.SUMMARY)
     ranks = {"ranks": _rank_fingerprints(run.params, state.last_loss, run.world)} if run.world > 1 else {}
+    compiled_fields = ({"compile": run.plan.compile, "compile_s": round(run.compile_s or 0.0, 3)}
+                       if run.plan.compile != "off" else {})
     m = machine()
     return TrialResult(
         trial_id=t.trial_id, index=t.index, **t.point(),
@@ -393,10 +449,10 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
         diverged_step=next((r["diverged_step"] for r in h if "diverged_step" in r), None),
         steps_planned=run.plan.total_steps, steps_done=state.step, warmup_steps=state.warm_steps, **diag,
         train_s=round(state.train_s, 3), wall_s=round(time.time() - started, 3),
-        step_ms=round(1000 * state.train_s / max(state.step, 1), 3),
+        step_ms=round(1000 * (state.train_s - (run.compile_s or 0.0)) / max(state.step - bool(run.compile_s), 1), 3),
         device=str(run.device), host=socket.gethostname(), cpu=m["cpu"], cpu_capability=m["cpu_capability"],
         torch_version=m["torch"], cuda_version=m["cuda"], gpu=m["gpu"], params=sum(q.numel() for q in run.params),
-        workers=run.world, error=None, **ranks,
+        workers=run.world, error=None, **ranks, **compiled_fields,
     )
 
 

@@ -33,13 +33,15 @@ def test_same_seed_same_losses(base_spec):
     assert [r.get("train_loss") for r in h3] != [r.get("train_loss") for r in h1]
 
 
-@pytest.mark.parametrize("dataset,opts,augment,warmup,lr", [
-    ("digits", {}, False, {"name": "linear", "steps": 12}, 0.1),
+@pytest.mark.parametrize("dataset,opts,augment,warmup,lr,compile", [
+    ("digits", {}, False, {"name": "linear", "steps": 12}, 0.1, "off"),
     ("synthetic", {"shape": [3, 8, 8], "n_train": 256, "n_test": 64, "augment": True}, True,
-     {"name": "linear", "steps": 12}, 0.1),
-    ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0),
+     {"name": "linear", "steps": 12}, 0.1, "off"),
+    ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0, "off"),
+    ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0, "on"),  # resumed compiled
 ])
-def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, opts, augment, warmup, lr):
+def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, opts, augment, warmup, lr, compile):
+    base_spec["resources"] = {"compile": compile}
     base_spec["workloads"][0].update(dataset=dataset, data=opts)
     base_spec["grid"]["optimizer"] = [{"name": "sgdm", "weight_decay": 5e-4}]
     base_spec["grid"]["warmup"] = [warmup]
