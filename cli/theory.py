@@ -52,6 +52,10 @@ def critical_lr_cmd(spec: Path = typer.Argument(..., help="study spec"), overrid
     console.print(f"eta_crit = 1/sqrt(c_max c_min) = {eta:.4g}   target lr = {t.lr:g}   "
                   + ("(the critical warm-up would act: lr > eta_crit)" if t.lr > eta
                      else "(lr <= eta_crit: no warm-up needed by this rule)"))
+    c = snap.c_hat.double()
+    console.print(f"eta~ = (c_max^2 c_min)^(-1/3) = {float(elr.rotation_lr(c)):.4g} (the rotation-aware model's "
+                  f"one-step minimizer); 1/c_max = {float(elr.overshoot_free_lr(c)):.4g} (the cap: no layer's ELR "
+                  "above 1)")
     console.print(f"gradient explosion: slope of log10 ||g|| over layer position = "
                   f"{grad_explosion_slope(snap.g):+.4f} per layer")
 
@@ -166,16 +170,19 @@ def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: lis
     t = pick_trial(s, trial, spec)
     r = critical_lr_check(t, points=points)
     table = Table(title=f"{t.trial_id}: one SGD step from init, spread of c_hat after it", title_justify="left")
-    for col in ("lr", "lr / eta_crit", "measured log10 spread", "model log10 spread"):
+    for col in ("lr", "lr / eta_crit", "measured log10 spread", "model: constant c", "model: rotation"):
         table.add_column(col, justify="right")
     for i in range(0, len(r["lrs"]), max(1, len(r["lrs"]) // 12)):
         table.add_row(f"{r['lrs'][i]:.3g}", f"{r['lrs'][i] / r['eta_crit']:.3g}", f"{r['measured'][i]:.3f}",
-                      f"{r['predicted'][i]:.3f}")
+                      f"{r['predicted'][i]:.3f}", f"{r['rotation'][i]:.3f}")
     console.print(table)
-    console.print(f"layers {r['layers']}, spread at init {r['spread_init']:.3f}; eta_crit {r['eta_crit']:.4g}; "
-                  f"empirical minimizer {r['empirical_argmin']:.4g} (ratio {r['ratio']:.3f}); "
-                  f"model minimizer {r['model_argmin']:.4g}; min spread measured {r['spread_min_measured']:.3f}, "
-                  f"model {r['spread_min_predicted']:.3f}")
+    console.print(f"layers {r['layers']}, spread at init D = {r['spread_init']:.3f}; eta_crit {r['eta_crit']:.4g}; "
+                  f"empirical minimizer {r['empirical_argmin']:.4g} (ratio to eta_crit {r['ratio']:.3f}); "
+                  f"constant-c model minimizer {r['model_argmin']:.4g}; rotation model: eta~ = "
+                  f"(c_max^2 c_min)^(-1/3) = {r['eta_rotation']:.4g} (ratio {r['eta_rotation'] / r['eta_crit']:.3f}"
+                  f" = 10^(-D/6)), its minimizer {r['rotation_argmin']:.4g}; min spread measured "
+                  f"{r['spread_min_measured']:.3f}, constant-c model {r['spread_min_predicted']:.3f}, rotation model "
+                  f"{r['spread_min_rotation']:.3f}", soft_wrap=True)
 
 
 @app.command("predict")

@@ -66,3 +66,22 @@ def critical_lr(c: torch.Tensor) -> torch.Tensor:
 def classic_elr(lr: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
     """The classic definition lr / ||W||^2 (it converges to a ratio c_k/c_l, not to 1)."""
     return lr / (w_norm * w_norm).clamp_min(TINY)
+
+
+def rotation_lr(c: torch.Tensor) -> torch.Tensor:
+    """eta~ = (c_hat_max^2 c_hat_min)^(-1/3) over the live layers: the rate that minimizes the spread
+    after one plain SGD step when an overshooting layer's base gradient falls like cos(theta), theta =
+    arctan(E) the angle the step turns it by (docs/definitions.md, section 10). It balances the top
+    layer's post-step ELR, about E^-2, against the bottom one's, about E; eta~ = eta_crit 10^(-D/6)
+    for a log10 spread D. inf when no layer is live."""
+    ok = live(c)
+    hi = torch.where(ok, c, 0.0).amax(-1)
+    lo = torch.where(ok, c, torch.inf).amin(-1)
+    return torch.where(ok.any(-1), (hi * hi * lo) ** (-1.0 / 3.0), torch.inf)
+
+
+def overshoot_free_lr(c: torch.Tensor) -> torch.Tensor:
+    """1 / c_hat_max over the live layers: the largest rate at which no layer's step is longer than the
+    layer itself (ELR <= 1: no layer turns by more than 45 degrees). inf when no layer is live."""
+    hi = torch.where(live(c), c, 0.0).amax(-1)
+    return torch.where(hi > 0, 1.0 / hi, torch.inf)

@@ -88,14 +88,17 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
     snap.model.load_state_dict(start)
     measured_t = torch.tensor(measured, dtype=torch.float64)
     predicted = one_step_spread(snap.c_hat, lrs)
+    rotation = one_step_spread(snap.c_hat, lrs, "rotation")
     best = float(lrs[int(measured_t.argmin())])
+    eta_rot = float(elr.rotation_lr(snap.c_hat.double()))
     return {
         "layers": len(snap.names), "eta_crit": eta_crit, "empirical_argmin": best, "ratio": best / eta_crit,
-        "model_argmin": float(lrs[int(predicted.argmin())]),
+        "model_argmin": float(lrs[int(predicted.argmin())]), "eta_rotation": eta_rot,
+        "rotation_argmin": float(lrs[int(rotation.argmin())]),
         "spread_init": float(elr.spread(snap.c_hat.double())), "spread_min_measured": float(measured_t.min()),
-        "spread_min_predicted": float(predicted.min()), "target_lr": trial.lr,
-        "max_elr_at_target": float((trial.lr * snap.c_hat).max()),
-        "lrs": lrs.tolist(), "measured": measured, "predicted": predicted.tolist(),
+        "spread_min_predicted": float(predicted.min()), "spread_min_rotation": float(rotation.min()),
+        "target_lr": trial.lr, "max_elr_at_target": float((trial.lr * snap.c_hat).max()),
+        "lrs": lrs.tolist(), "measured": measured, "predicted": predicted.tolist(), "rotation": rotation.tolist(),
     }
 
 

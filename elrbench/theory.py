@@ -32,9 +32,22 @@ def discrete_map(e: torch.Tensor, lr_ratio: float = 1.0) -> torch.Tensor:
     return lr_ratio * e / (1 + e * e)
 
 
-def closed_form(elr0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """E(t) = 1/sqrt(E(0)^-2 + 2t) for a constant learning rate (continuous form of the map)."""
-    return torch.rsqrt(elr0.double() ** -2 + 2 * torch.as_tensor(t, dtype=torch.float64))
+def rotation_map(e: torch.Tensor, lr_ratio: float = 1.0) -> torch.Tensor:
+    """E_{t+1} = (eta_{t+1}/eta_t) E_t / (1 + E_t^2)^(3/2): one plain SGD step when the base gradient
+    falls like cos(theta) as the step turns the tensor by theta = arctan(E_t) (the rotation-aware
+    model, docs/definitions.md section 10). Equals discrete_map to first order for E << 1."""
+    return lr_ratio * e / (1 + e * e) ** 1.5
+
+
+def closed_form(elr0: torch.Tensor, t: torch.Tensor | float, first_step: bool = False) -> torch.Tensor:
+    """E(t) = 1/sqrt(E(0)^-2 + 2t) for a constant learning rate (continuous form of the map).
+
+    first_step: the exact map in u = E^-2 is u_{t+1} = u_t + 2 + 1/u_t, whose sum is about
+    u_0 + 1/u_0 + 2t; the continuous form misses the 1/u_0 = E(0)^2 of the first step, which
+    dominates for an overshooting layer (E(0) > 1). Only for t >= 1."""
+    u0 = elr0.double() ** -2
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return torch.rsqrt(u0 + (1 / u0 if first_step else 0) + 2 * t)
 
 
 def steps_to_spread(elr0: torch.Tensor, target: float) -> int:
@@ -53,10 +66,14 @@ def steps_to_spread(elr0: torch.Tensor, target: float) -> int:
     return lo
 
 
-def one_step_spread(c_hat: torch.Tensor, lrs: torch.Tensor) -> torch.Tensor:
-    """log10 spread after one plain SGD step at each learning rate in lrs (vectorized over both)."""
+ONE_STEP_MODELS = {"constant": discrete_map, "rotation": rotation_map}  # base gradient: constant, or cos(theta)
+
+
+def one_step_spread(c_hat: torch.Tensor, lrs: torch.Tensor, model: str = "constant") -> torch.Tensor:
+    """log10 spread after one plain SGD step at each learning rate in lrs (vectorized over both),
+    under the constant-base-gradient model or the rotation-aware one."""
     e = lrs.double()[:, None] * c_hat.double()[None, :]
-    return elr.spread(discrete_map(e))
+    return elr.spread(ONE_STEP_MODELS[model](e))
 
 
 # ---------------------------------------------------------------- random-walk simulator (section 5)

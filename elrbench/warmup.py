@@ -260,3 +260,57 @@ class ConstrainedElr(Warmup):
 
     def in_warmup(self, step: int) -> bool:
         return True  # it controls every step
+
+
+class PerStepOptions(WarmupOptions):
+    source: Literal["gradient", "update"] = Field(
+        "gradient", description="c_hat from the gradient, or from the optimizer's update direction "
+                                "(momentum buffer / Adam step) that this step will apply")
+
+
+class PerStepBound(Warmup):
+    """A bound on the rate from this step's c_hat, every step, with no stop rule and no
+    hyper-parameter: eta_t = min(eta_schedule(t), bound(c_hat_t)). Reads one number to the host per
+    step (on a CPU nothing; on a GPU a sync per step). A step counts as warm-up when the bound binds."""
+
+    needs_stats = True
+    bound: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+
+    def __init__(self, options: PerStepOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
+        super().__init__(options, total_steps, optimizer)
+        self.bound_at: Optional[int] = None  # the last step at which the bound was below the schedule
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        c = ctx.update_c_hat() if self.options.source == "update" else ctx.measure.c_hat
+        limit = type(self).bound(c).item()
+        if limit < scheduled:
+            self.bound_at = step
+            return limit
+        return scheduled
+
+    def in_warmup(self, step: int) -> bool:
+        return self.bound_at == step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bound_at": self.bound_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bound_at = state["bound_at"]
+
+
+@WARMUPS.register("cap", options=PerStepOptions)
+class CapWarmup(PerStepBound):
+    """Overshoot-free cap (docs/definitions.md, section 10): eta_t = min(eta_schedule(t), 1/c_hat_max,t)
+    every step. No layer's ELR exceeds 1, so no layer turns by more than 45 degrees in a step; the
+    bound 1 is where a step is as long as the weight itself, not a tuned value."""
+
+    bound = staticmethod(elr.overshoot_free_lr)
+
+
+@WARMUPS.register("rotation", options=PerStepOptions)
+class RotationWarmup(PerStepBound):
+    """Rotation-aware critical rule (docs/definitions.md, section 10): eta_t = min(eta_schedule(t),
+    eta~_t) every step, eta~ = (c_hat_max^2 c_hat_min)^(-1/3), the one-step spread minimizer when an
+    overshooting layer's base gradient falls like cos(theta). No stop rule."""
+
+    bound = staticmethod(elr.rotation_lr)

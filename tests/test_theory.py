@@ -125,3 +125,110 @@ def test_simulated_warmups_behave_as_defined():
     assert upd.lr.tolist() == pytest.approx(grad.lr.tolist(), rel=1e-9)
     with pytest.raises(ValueError, match="training accuracy"):
         simulate(c, one, 0.5, 5, warmup=create_warmup("he_classic", {}, 5))
+
+
+# ---------------------------------------------------------------- the rotation-aware model (issue 13)
+def _synthetic_step(s: torch.Tensor, w_norm: torch.Tensor, lr: float, dim: int = 16):
+    """Brute force: per layer a tensor W (dim elements) and the scale-invariant loss -s <W/||W||, a>
+    with a unit a orthogonal to W, so the gradient points at a and c_hat = s/||W||^2. One SGD step
+    by autograd; returns the ELR before and after it, and the base gradient before and after."""
+    n = len(s)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    a -= (a * w).sum(1, keepdim=True) / (w * w).sum(1, keepdim=True) * w
+    a /= a.norm(dim=1, keepdim=True)
+    w = (w / w.norm(dim=1, keepdim=True) * w_norm[:, None]).requires_grad_()
+
+    def grads(w):
+        loss = -(s * ((w / w.norm(dim=1, keepdim=True)) * a).sum(1)).sum()
+        return torch.autograd.grad(loss, w)[0]
+
+    g0 = grads(w)
+    w1 = (w - lr * g0).detach().requires_grad_()
+    g1 = grads(w1)
+    e0 = lr * g0.norm(dim=1) / w.detach().norm(dim=1)
+    e1 = lr * g1.norm(dim=1) / w1.detach().norm(dim=1)
+    base = lambda g, w: (g.norm(dim=1) * w.norm(dim=1)).detach()  # noqa: E731
+    return e0.detach(), e1.detach(), base(g0, w), base(g1, w1)
+
+
+def test_the_rotation_map_is_one_sgd_step_of_a_synthetic_scale_invariant_model():
+    from elrbench.theory import rotation_map
+
+    s = torch.tensor([0.01, 0.1, 1.0, 5.0, 25.0], dtype=torch.float64)
+    e0, e1, c0, c1 = _synthetic_step(s, torch.ones(5, dtype=torch.float64), 1.0)
+    assert e0.tolist() == pytest.approx(s.tolist(), rel=1e-12)
+    assert e1.tolist() == pytest.approx(rotation_map(e0).tolist(), rel=1e-9)
+    # the base gradient falls like cos(theta), theta = arctan(E); the constant model keeps it
+    assert (c1 / c0).tolist() == pytest.approx(torch.cos(torch.atan(e0)).tolist(), rel=1e-9)
+    assert e1[-1].item() < 0.1 * discrete_map(e0)[-1].item()  # at E = 25 the constant model is far off
+
+
+@pytest.mark.parametrize("decades", [2, 4, 6])
+def test_eta_tilde_minimizes_the_one_step_spread_of_the_synthetic_model(decades):
+    s = torch.logspace(-decades, 0, 6, dtype=torch.float64)
+    one = torch.ones(6, dtype=torch.float64)
+    c = s  # c_hat = s / ||W||^2 with ||W|| = 1
+    lrs = elr.critical_lr(c) * torch.logspace(-3, 1, 81, dtype=torch.float64)
+    spreads = torch.stack([elr.spread(_synthetic_step(s, one, float(lr))[1]) for lr in lrs])
+    best = float(lrs[int(spreads.argmin())])
+    assert best / float(elr.rotation_lr(c)) == pytest.approx(1, abs=0.15)  # the grid's step is 12%
+    assert float(elr.rotation_lr(c)) == pytest.approx(float(elr.critical_lr(c)) * 10 ** (-decades / 6), rel=1e-9)
+    assert one_step_spread(c, lrs, "rotation").tolist() == pytest.approx(spreads.tolist(), abs=1e-9)
+
+
+def test_the_closed_form_with_its_first_step_term():
+    e0 = torch.tensor([0.01, 0.5, 3.0, 30.0], dtype=torch.float64)
+    e = e0.clone()
+    for t in range(1, 201):
+        e = discrete_map(e)
+        with_term = closed_form(e0, t, first_step=True)
+        assert (with_term / e - 1).abs().max().item() < 0.05, t
+    assert (closed_form(e0, 1) / discrete_map(e0))[-1].item() > 5  # without it, an overshooting layer is far off
+
+
+@pytest.mark.parametrize("name", ["cap", "rotation", "critical"])
+def test_per_step_warmups_never_nan_never_above_the_schedule_and_checkpoint(name):
+    from elrbench.diagnostics import Measure
+    from elrbench.warmup import StepContext
+
+    cases = [torch.logspace(-3, 2, 8, dtype=torch.float64),  # overshooting layers
+             torch.tensor([0.0, 0.0, 1e-3, 5.0], dtype=torch.float64),  # dead layers
+             torch.zeros(4, dtype=torch.float64),  # no live layer
+             torch.tensor([float("nan"), 1.0, 2.0], dtype=torch.float64)]  # a non-finite gradient norm
+    for c in cases:
+        w = create_warmup(name, {}, 100)
+        for step, sched in enumerate([0.01, 1.0, 100.0]):
+            ctx = StepContext(measure=Measure(torch.ones_like(c), c))
+            lr = w.lr(step, sched, ctx)
+            assert math.isfinite(lr) and 0 < lr <= sched, (c, sched, lr)
+        state = w.state_dict()
+        again = create_warmup(name, {}, 100)
+        again.load_state_dict(state)
+        assert again.state_dict() == state
+    cap = create_warmup("cap", {}, 100)
+    c = torch.tensor([0.5, 20.0], dtype=torch.float64)
+    assert cap.lr(0, 1.0, StepContext(measure=Measure(torch.ones(2, dtype=torch.float64), c))) == pytest.approx(0.05)
+    assert cap.in_warmup(0) and not cap.in_warmup(1)
+
+
+def test_cap_and_rotation_in_the_model_narrow_the_spread_and_never_stop():
+    c = torch.logspace(3, -1, 12, dtype=torch.float64)
+    one = torch.ones(12)
+    plain = simulate(c, one, 1.0, 100)
+    for name in ("cap", "rotation"):
+        tr = simulate(c, one, 1.0, 100, warmup=create_warmup(name, {}, 100))
+        assert tr.spread[:50].mean() < plain.spread[:50].mean()
+        assert (tr.lr <= 1.0).all()
+    cap = simulate(c, one, 1.0, 100, warmup=create_warmup("cap", {}, 100))
+    assert (cap.elr.max(1).values <= 1 + 1e-9).all()  # no layer above ELR 1, ever
+
+
+@pytest.mark.parametrize("ema", [0.5, 0.8])
+def test_critical_ema_is_an_exponential_ramp_of_rate_ema_to_the_minus_half(ema):
+    """docs/definitions.md, section 6-8: after the first step's overshoot the averaged c_hat_max decays
+    like ema^t, so eta_crit grows by ema^(-1/2) per step: a ramp whose rate the option sets."""
+    c = torch.logspace(3, -1, 12, dtype=torch.float64)
+    tr = simulate(c, torch.ones(12), 100.0, 10, warmup=create_warmup("critical", {"ema": ema}, 10))
+    assert (tr.lr[1:6] / tr.lr[:5]).tolist() == pytest.approx([ema**-0.5] * 5, rel=1e-3)

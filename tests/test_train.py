@@ -39,6 +39,7 @@ def test_same_seed_same_losses(base_spec):
      {"name": "linear", "steps": 12}, 0.1, "off"),
     ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0, "off"),
     ("digits", {}, False, {"name": "critical", "source": "update", "ema": 0.5}, 50.0, "on"),  # resumed compiled
+    ("digits", {}, False, {"name": "cap", "source": "update"}, 50.0, "off"),
 ])
 def test_checkpoint_restart_equals_uninterrupted(base_spec, tmp_path, dataset, opts, augment, warmup, lr, compile):
     base_spec["resources"] = {"compile": compile}
