@@ -185,6 +185,40 @@ def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: lis
                   f"{r['spread_min_rotation']:.3f}", soft_wrap=True)
 
 
+@app.command("rotation")
+@command
+def rotation_cmd(spec: Path = typer.Argument(..., help="study spec: its workloads x depths are the networks"),
+                 overrides: list[str] = OVERRIDES,
+                 batches: int = typer.Option(3, help="batches of the first epoch to scan each network on"),
+                 points: int = typer.Option(61, help="learning rates on the log grid eta_crit * 10^[-3, 3]")) -> None:
+    """The rotation-aware model against real networks: measured one-step spread minimizer / eta_crit
+    against 10^(-D/6), the fitted slope on D with its interval, and the top layer's base-gradient
+    change against cos(theta)."""
+    from elrbench.experiments import rotation_fit
+
+    s = load_spec(spec, overrides or [])
+    console.print(f"{s.study_id}: scanning {len({(t.workload.name, t.depth) for t in s.expand()})} networks x "
+                  f"{batches} batches ({points} learning rates each)", highlight=False)
+    r = rotation_fit(s, batches=batches, points=points,
+                     progress=lambda row: console.print(f"  {row['network']} batch {row['batch']}: D {row['D']:.2f}, "
+                                                        f"ratio {row['ratio']:.3f}", style="dim", highlight=False))
+    table = Table(title="one SGD step from init: measured minimizer / eta_crit against the rotation model",
+                  title_justify="left")
+    for col in ("network", "batch", "D (log10 spread)", "measured ratio", "10^(-D/6)", "rotation-model argmin",
+                "top layer ELR at eta_crit", "top c'/c measured", "cos(arctan E)"):
+        table.add_column(col, justify="right" if col != "network" else "left")
+    for row in r["rows"]:
+        table.add_row(row["network"], str(row["batch"]), f"{row['D']:.2f}", f"{row['ratio']:.3f}",
+                      f"{row['predicted']:.3f}", f"{row['rotation_argmin_ratio']:.3f}", f"{row['top_elr']:.3g}",
+                      f"{row['top_base_ratio']:.3g}", f"{row['top_cos']:.3g}")
+    console.print(table)
+    lo, hi = r["slope_interval"]
+    verdict = "includes" if lo <= -1 / 6 <= hi else "excludes"
+    console.print(f"slope of log10(ratio) on D: {r['slope']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95%, bootstrap over "
+                  f"{r['networks']} networks; intercept {r['intercept']:+.3f}); the rotation model says -0.167: the "
+                  f"interval {verdict} it", highlight=False, soft_wrap=True)
+
+
 @app.command("predict")
 @command
 def predict_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,

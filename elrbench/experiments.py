@@ -44,8 +44,9 @@ def _grads(model: torch.nn.Module, params, x, y) -> torch.Tensor:
     return torch.stack([p.grad.detach().norm() for p in params])
 
 
-def init_snapshot(trial: TrialSpec) -> Snapshot:
-    """The trial's network at initialization (same seed as its run) and its first training batch."""
+def init_snapshot(trial: TrialSpec, batch: int = 0) -> Snapshot:
+    """The trial's network at initialization (same seed as its run) and a training batch of its
+    first epoch (batch 0: the first)."""
     torch.manual_seed(trial.seed)
     w = trial.workload
     data = load_dataset(w.dataset, w.data)
@@ -54,7 +55,10 @@ def init_snapshot(trial: TrialSpec) -> Snapshot:
                          width=w.width, norm=w.norm, init=w.init, options=w.model_options)
     model.train()
     perm = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(_seed(trial.seed, 0)))
-    idx = perm[: trial.budget.batch_size]
+    bs = trial.budget.batch_size
+    if not 0 <= batch < len(data.x_train) // bs:
+        raise ValueError(f"batch {batch} is not a batch of the first epoch ({len(data.x_train) // bs} batches)")
+    idx = perm[batch * bs : (batch + 1) * bs]
     found = require(model)
     params = [q for _, q in found]
     x, y = data.x_train[idx], data.y_train[idx]
@@ -63,29 +67,40 @@ def init_snapshot(trial: TrialSpec) -> Snapshot:
     return Snapshot(model, [n for n, _ in found], params, x, y, wn, g)
 
 
-def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points: int = 61) -> dict[str, Any]:
+def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points: int = 61,
+                      batch: int = 0) -> dict[str, Any]:
     """Predicted eta_crit from one snapshot against the empirical minimizer of the one-step spread.
 
     For each learning rate on a log grid: one plain SGD step on the scale-invariant tensors from the
     same snapshot and batch, then the spread of c_hat on that batch (the ELR spread at any fixed
     learning rate). The model's prediction of the same curve comes along.
     """
-    snap = init_snapshot(trial)
+    snap = init_snapshot(trial, batch)
     eta_crit = float(elr.critical_lr(snap.c_hat.double()))
     if lrs is None:
         lrs = eta_crit * torch.logspace(-3, 3, points, dtype=torch.float64)
     start = copy.deepcopy(snap.model.state_dict())
-    measured = []
-    for eta in lrs.tolist():
+
+    def after_step(eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """||W|| and ||g|| of every tensor after one plain SGD step at eta (scale-invariant tensors only)."""
         snap.model.load_state_dict(start)
         _grads(snap.model, snap.params, snap.x, snap.y)
         with torch.no_grad():
-            for q in snap.params:  # one plain SGD step on the scale-invariant tensors only
+            for q in snap.params:
                 q.add_(q.grad, alpha=-eta)
         g = _grads(snap.model, snap.params, snap.x, snap.y)
-        w = torch.stack([q.detach().norm() for q in snap.params])
+        return torch.stack([q.detach().norm() for q in snap.params]), g
+
+    measured = []
+    for eta in lrs.tolist():
+        w, g = after_step(eta)
         measured.append(float(elr.spread(elr.c_hat(w, g).double())))
+    # the top layer (largest c_hat) at eta_crit: its ELR, and its base gradient after/before the step
+    top = int(snap.c_hat.argmax())
+    w1, g1 = after_step(eta_crit)
     snap.model.load_state_dict(start)
+    e_top = eta_crit * float(snap.c_hat[top])
+    top_ratio = float(w1[top] * g1[top] / (snap.w[top] * snap.g[top]))
     measured_t = torch.tensor(measured, dtype=torch.float64)
     predicted = one_step_spread(snap.c_hat, lrs)
     rotation = one_step_spread(snap.c_hat, lrs, "rotation")
@@ -99,7 +114,53 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
         "spread_min_predicted": float(predicted.min()), "spread_min_rotation": float(rotation.min()),
         "target_lr": trial.lr, "max_elr_at_target": float((trial.lr * snap.c_hat).max()),
         "lrs": lrs.tolist(), "measured": measured, "predicted": predicted.tolist(), "rotation": rotation.tolist(),
+        "top_layer": snap.names[top], "top_elr": e_top, "top_base_ratio": top_ratio,
+        "top_cos": 1 / (1 + e_top**2) ** 0.5,
     }
+
+
+def rotation_fit(spec: StudySpec, batches: int = 3, points: int = 61, seed: int = 0,
+                 progress: Any = None) -> dict[str, Any]:
+    """The rotation-aware prediction against real networks (docs/science.md, section 7): for every
+    network of the spec (workload x depth; its first lr and seed) and each of the first `batches`
+    batches, the one-step scan of critical_lr_check; then the least-squares slope of
+    log10(measured minimizer / eta_crit) on the spread D before the step (the model says -1/6),
+    with a 95% interval from a bootstrap over networks (a network's batches move together)."""
+    import numpy as np
+
+    nets = {}
+    for t in spec.expand():
+        nets.setdefault((t.workload.name, t.depth), t)
+    rows = []
+    for (name, depth), t in nets.items():
+        for b in range(batches):
+            r = critical_lr_check(t, points=points, batch=b)
+            rows.append({"network": f"{name} d{depth}", "batch": b, "layers": r["layers"], "D": r["spread_init"],
+                         "ratio": r["ratio"], "predicted": 10 ** (-r["spread_init"] / 6),
+                         "rotation_argmin_ratio": r["rotation_argmin"] / r["eta_crit"],
+                         "top_elr": r["top_elr"], "top_base_ratio": r["top_base_ratio"], "top_cos": r["top_cos"]})
+            if progress:
+                progress(rows[-1])
+    d = np.array([r["D"] for r in rows])
+    y = np.log10([r["ratio"] for r in rows])
+    groups = np.array([r["network"] for r in rows])
+    slope = _slope(d, y)
+    rng = np.random.default_rng(seed)
+    names = sorted(set(groups))
+    boot = []
+    for _ in range(2000):
+        pick = rng.choice(names, size=len(names))
+        idx = np.concatenate([np.flatnonzero(groups == n) for n in pick])
+        if np.ptp(d[idx]) > 0:
+            boot.append(_slope(d[idx], y[idx]))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"rows": rows, "slope": slope, "slope_interval": (float(lo), float(hi)), "networks": len(names),
+            "intercept": float(np.mean(y) - slope * np.mean(d))}
+
+
+def _slope(x, y) -> float:
+    xc = x - x.mean()
+    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
 
 
 def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
