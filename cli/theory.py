@@ -249,11 +249,12 @@ def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
     rows = spread_summary(s)
     table = Table(title=f"{s.study_id}: ELR spread (log10 max/min)", title_justify="left")
     for col in ("depth", "lr", "optimizer", "warm-up", f"mean first {s.diagnostics.early_steps}", "mean run",
-                "max", "overshoot steps", "dead layers (max)", "warm-up steps", "test acc", "outcome"):
+                "max", "updates (run)", "smoothed (run)", "overshoot steps", "dead layers (max)", "warm-up steps",
+                "test acc", "outcome"):
         table.add_column(col, justify="right")
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"  # noqa: E731
     for r in rows:
         table.add_row(str(r.depth), f"{r.lr:g}", r.optimizer, r.warmup, fmt(r.spread_early_mean), fmt(r.spread_mean),
-                      fmt(r.spread_max), str(r.overshoot_steps), str(r.dead_layers_max), str(r.warmup_steps),
-                      fmt(r.final_test_acc), r.outcome)
+                      fmt(r.spread_max), fmt(r.spread_update_mean), fmt(r.spread_smooth_mean), str(r.overshoot_steps),
+                      str(r.dead_layers_max), str(r.warmup_steps), fmt(r.final_test_acc), r.outcome)
     console.print(table)

@@ -142,6 +142,17 @@ class LayerDiagnostics:
                        "early_steps": z(), "dead_max": z()}
         self.explosion_slope: float | None = None
         self._before: list[torch.Tensor] | None = None
+        self.recent_log_c: list[torch.Tensor] = []  # log c_hat of the last SMOOTH log rows (smoothed spread)
+
+    SMOOTH = 5  # log periods in the smoothed spread
+
+    @torch.no_grad()
+    def smoothed_c_hat(self, m: Measure) -> torch.Tensor:
+        """The geometric mean of c_hat over this log period and the SMOOTH - 1 before it (a spread of
+        per-batch c_hat reads mini-batch noise as spread; this one averages it out). A dead layer's
+        c_hat of 0 makes its mean 0: it stays dead."""
+        self.recent_log_c = [*self.recent_log_c, torch.log(m.c_hat.double())][-self.SMOOTH:]
+        return torch.exp(torch.stack(self.recent_log_c).mean(0))
 
     @torch.no_grad()
     def measure(self) -> Measure:
@@ -189,17 +200,20 @@ class LayerDiagnostics:
                 "grad_explosion_slope": self.explosion_slope}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"totals": self.totals, "explosion_slope": self.explosion_slope}
+        return {"totals": self.totals, "explosion_slope": self.explosion_slope, "recent_log_c": self.recent_log_c}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.totals = s["totals"]
         self.explosion_slope = s["explosion_slope"]
+        self.recent_log_c = s.get("recent_log_c", [])  # checkpoints of earlier versions have none
 
 
 def log_row(step: int, m: Measure, e: torch.Tensor, lrs: torch.Tensor | float,
-            update: torch.Tensor | None) -> tuple[dict[str, Any], dict[str, Any]]:
+            update: torch.Tensor | None, smooth_c: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything per layer at a log step, and its scalar summaries for the history, in one host copy
-    (the only sync of the diagnostics). Both are computed on the device, in float64."""
+    (the only sync of the diagnostics). Both are computed on the device, in float64. Besides the
+    spread of the gradient ELRs: the spread of the actual relative updates (what momentum and Adam
+    really apply; update) and of the smoothed c_hat (smooth_c, LayerDiagnostics.smoothed_c_hat)."""
     lr = (lrs if isinstance(lrs, torch.Tensor) else torch.full_like(m.w, float(lrs))).double()
     w, g, e = m.w.double(), m.g.double(), e.double()
     c = elr.c_hat(w, g)
@@ -210,6 +224,10 @@ def log_row(step: int, m: Measure, e: torch.Tensor, lrs: torch.Tensor | float,
     sums = {"dead_layers": (~ok).sum(), "overshooting_layers": (ok & (e > 1)).sum(), "elr_spread": elr.spread(e_live),
             "elr_spread_std": elr.spread_std(e_live), "elr_min": torch.where(ok, e, torch.inf).min(),
             "elr_max": torch.where(ok, e, -torch.inf).max(), "eta_crit": elr.critical_lr(c)}
+    if update is not None:
+        sums["elr_spread_update"] = elr.spread(torch.where(ok, update.double(), 0.0))
+    if smooth_c is not None:
+        sums["elr_spread_smooth"] = elr.spread(torch.where(ok, smooth_c.double(), 0.0))
     n = len(w)
     host = torch.cat([torch.stack(list(cols.values())).flatten(),
                       torch.stack([v.double() for v in sums.values()])]).cpu().tolist()

@@ -34,15 +34,18 @@ class Rule:
 
 
 class SgdRule(Rule):
-    def __init__(self, momentum: float, nesterov: bool, weight_decay: float) -> None:
-        self.mu, self.nesterov, self.wd = momentum, nesterov, weight_decay
+    def __init__(self, momentum: float, nesterov: bool, weight_decay: float, tangent: bool = False) -> None:
+        self.mu, self.nesterov, self.wd, self.tangent = momentum, nesterov, weight_decay, tangent
         self.buf: Optional[np.ndarray] = None
 
     def _next(self, w: np.ndarray, g: np.ndarray) -> tuple[Optional[np.ndarray], np.ndarray]:
         d = g + self.wd * w if self.wd else g
         if not self.mu:
             return None, d
-        buf = d.copy() if self.buf is None else self.buf * self.mu + d
+        old = self.buf
+        if old is not None and self.tangent:  # every row of the simulator is a scale-invariant tensor
+            old = old - (np.einsum("ij,ij->i", old, w) / np.einsum("ij,ij->i", w, w))[:, None] * w
+        buf = d.copy() if old is None else old * self.mu + d
         return buf, d + self.mu * buf if self.nesterov else buf
 
     def direction(self, w: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -91,6 +94,8 @@ class Optimizer:
     # Adam-style: every coordinate's step is normalized by its own history, so a per-layer factor on
     # the gradient cancels out (warm-ups that set per-layer rates through gradients do not fit it).
     per_coordinate: ClassVar[bool] = False
+    # its momentum buffer is kept in the scale-invariant tensors' tangent spaces (before_step)
+    tangent: ClassVar[bool] = False
 
     def __init__(self, spec: OptimizerSpec) -> None:
         self.spec = spec
@@ -118,6 +123,10 @@ class Optimizer:
     def direction(self, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
         """The u of the step opt is about to take, W <- W - lr u, from the gradients and its state."""
         raise NotImplementedError
+
+    def before_step(self, opt: torch.optim.Optimizer, scale_invariant: list[torch.nn.Parameter]) -> None:
+        """Called by the training loop just before opt.step(), with the network's scale-invariant
+        tensors (elrbench.diagnostics.discover); nothing by default."""
 
     def rule(self) -> Rule:
         raise NotImplementedError
@@ -152,11 +161,13 @@ class Sgd(Optimizer):
         if not mu:
             return d
         bufs = [opt.state.get(p, {}).get("momentum_buffer") for p in params]
+        if self.tangent and all(b is not None for b in bufs):
+            bufs = tangent_projection(bufs, params)
         u = [di if b is None else b * mu + di for b, di in zip(bufs, d)]
         return [di + mu * ui for di, ui in zip(d, u)] if self.spec.nesterov else u
 
     def rule(self) -> Rule:
-        return SgdRule(self.spec.momentum or 0.0, self.spec.nesterov, self.spec.weight_decay)
+        return SgdRule(self.spec.momentum or 0.0, self.spec.nesterov, self.spec.weight_decay, self.tangent)
 
 
 @OPTIMIZERS.register("sgdm")
@@ -165,6 +176,36 @@ class SgdMomentum(Sgd):
 
     takes_momentum = True
     default_momentum = 0.9
+
+
+@OPTIMIZERS.register("sgdp")
+class SgdTangentMomentum(SgdMomentum):
+    """SGD with momentum whose buffer is projected onto each scale-invariant tensor's tangent space
+    before every step, b <- b - (<b, W>/||W||^2) W, as SGDP does (Heo et al., ICLR 2021) for the
+    tensors it detects as scale-invariant; here they are the tensors that feed a normalization
+    (elrbench.diagnostics.discover). The step then has no radial part from the buffer, so a layer
+    that overshot is not pushed further outward by its stale momentum (docs/definitions.md,
+    section 10). Other parameters get plain heavy-ball momentum; a network without normalization
+    trains as with sgdm."""
+
+    tangent = True
+
+    @torch.no_grad()
+    def before_step(self, opt, scale_invariant):
+        bufs = [opt.state.get(p, {}).get("momentum_buffer") for p in scale_invariant]
+        if scale_invariant and all(b is not None for b in bufs):  # after the first step
+            projected = tangent_projection(bufs, scale_invariant)
+            torch._foreach_copy_(bufs, projected)
+
+
+def tangent_projection(vectors: list[torch.Tensor], params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """v_l - (<v_l, W_l>/||W_l||^2) W_l for every tensor, in fused norm passes (no per-tensor loop):
+    <v, W> = (||v + W||^2 - ||v - W||^2) / 4."""
+    plus = torch.stack(torch._foreach_norm(torch._foreach_add(vectors, params)))
+    minus = torch.stack(torch._foreach_norm(torch._foreach_sub(vectors, params)))
+    w2 = torch.stack(torch._foreach_norm(params)) ** 2
+    coef = (plus * plus - minus * minus) / 4 / w2.clamp_min(1e-30)
+    return torch._foreach_sub(vectors, torch._foreach_mul(list(params), list(coef.unbind())))
 
 
 @OPTIMIZERS.register("adam")

@@ -49,6 +49,8 @@ class TrialResult(BaseModel):
     spread_mean: Optional[float] = None  # log10 max/min ELR averaged over every step
     spread_early_mean: Optional[float] = None  # ... over the first diagnostics.early_steps
     spread_max: Optional[float] = None
+    spread_update_mean: Optional[float] = None  # ... of the actual relative updates, over the log rows
+    spread_smooth_mean: Optional[float] = None  # ... of c_hat smoothed over 5 log periods, over the log rows
     overshoot_steps: Optional[int] = None  # steps in which some layer had ELR > 1
     dead_layers_max: Optional[int] = None  # most layers with an exactly zero gradient in one step
     grad_explosion_slope: Optional[float] = None  # slope of log10 ||g_l|| over layer position at init

@@ -105,9 +105,14 @@ class Spread:
 
     early: stats.Estimate  # averaged over the first diagnostics.early_steps of each run
     run: stats.Estimate  # over the whole run
+    update: Optional[stats.Estimate] = None  # of the actual relative updates, over the run's log rows
+    smooth: Optional[stats.Estimate] = None  # of c_hat smoothed over 5 log periods, over the log rows
 
     def text(self) -> str:
-        return ("-" if self.early.value is None else self.early.text(".2f")) + " / " + self.run.text(".2f")
+        extra = [f"{name} {e.text('.2f')}" for name, e in (("updates", self.update), ("smoothed", self.smooth))
+                 if e is not None and e.value is not None]
+        return "\n".join([("-" if self.early.value is None else self.early.text(".2f")) + " / " + self.run.text(".2f"),
+                          *extra])
 
 
 @dataclass(frozen=True)
@@ -195,8 +200,10 @@ def spreads(rows: Iterable[TrialResult]) -> list[DepthGrid[Optional[Spread]]]:
         rs = [r for r in rows if r.spread_mean is not None]
         if not rs:
             return None
+        more = {k: stats.mean_ci(v) for k, f in (("update", "spread_update_mean"), ("smooth", "spread_smooth_mean"))
+                if (v := [getattr(r, f) for r in rs if getattr(r, f) is not None])}
         return Spread(stats.mean_ci([r.spread_early_mean for r in rs if r.spread_early_mean is not None]),
-                      stats.mean_ci([r.spread_mean for r in rs]))
+                      stats.mean_ci([r.spread_mean for r in rs]), **more)
 
     return [_grid(g, rs, spread) for g, rs in groups(rows, per_lr=True).items()
             if any(r.spread_mean is not None for r in rs)]
@@ -347,7 +354,7 @@ def _label(g: Group, lr_text: str) -> str:
 # kind -> (the title of a grid's table, the text of a cell)
 KINDS: dict[str, tuple[Callable[[Group], str], Callable]] = {
     "by_depth": (lambda g: f"trainability by depth: {g.label}", Cell.text),
-    "spread": (lambda g: f"ELR spread, first K steps / whole run: {g.label}",
+    "spread": (lambda g: f"ELR spread, first K steps / whole run: {g.label}",  # + updates, smoothed: run means
                lambda s: "-" if s is None else s.text()),
     "best_lr": (lambda g: f"trainability by depth: {_label(g, 'best lr')}",
                 lambda b: b.cell.text() + ("" if b.lr is None else f" @ lr {b.lr:g}")),

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from elrbench import elr
-from elrbench.diagnostics import LayerDiagnostics, log_row
+from elrbench.diagnostics import LayerDiagnostics, discover, log_row
 from elrbench.errors import NoScaleInvariantTensors
 from elrbench.machine import machine
 from elrbench.optimizers import create_optimizer
@@ -86,6 +86,7 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
                 grad_norm = torch.nn.utils.get_total_norm([q.grad for q in run.params if q.grad is not None])
                 if run.diag:
                     run.diag.snapshot()
+            run.optimizer.before_step(run.opt, run.scale_invariant)
             run.opt.step()
             state.accumulate(loss.detach(), out, y, step)
             state.step += 1
@@ -201,6 +202,7 @@ class Setup:
     opt: torch.optim.Optimizer
     warmup: Warmup
     diag: Optional[LayerDiagnostics]
+    scale_invariant: list[torch.nn.Parameter] = field(default_factory=list)  # for optimizers that ask (sgdp)
     channels_last: bool = False  # batches go to the network in channels-last memory format
     compile_s: Optional[float] = None  # the first step's time in this process, when compiled (else unset)
     _perm: tuple[int, Optional[torch.Tensor]] = (-1, None)
@@ -260,8 +262,9 @@ def setup(trial: TrialSpec) -> Setup:
             diag = LayerDiagnostics(model, trial.diagnostics.early_steps)
         except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
             pass
+    scale_invariant = (diag.params if diag else [q for _, q in discover(model)]) if optimizer.tangent else []
     return Setup(trial, rank, world, device, p, data.augment, xtr, ytr, xte, yte, model, forward, params,
-                 optimizer, opt, warm, diag, channels_last)
+                 optimizer, opt, warm, diag, scale_invariant, channels_last)
 
 
 def compile_cache() -> str:
@@ -334,7 +337,7 @@ class TrainState:
                "train_acc": vals[1], "grad_norm": vals[2], "param_norm": vals[3]}
         self._reset_acc()
         if run.diag:
-            layers, summary = log_row(self.step, m, e, lrs, run.diag.update_ratio())
+            layers, summary = log_row(self.step, m, e, lrs, run.diag.update_ratio(), run.diag.smoothed_c_hat(m))
             self.layer_rows.append(layers)
             row |= summary
         if vals[4] >= 0 or not all(math.isfinite(v) for v in vals[:4]):
@@ -437,6 +440,10 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
     final = ev if ev and not state.diverged else {}
     last_log = next((r for r in reversed(h) if "train_loss" in r), {})
     diag = run.diag.summary() if run.diag else dict.fromkeys(LayerDiagnostics.SUMMARY)
+    if run.diag:  # the log rows' spreads of the actual updates and of the smoothed c_hat, averaged
+        for key, col in (("spread_update_mean", "elr_spread_update"), ("spread_smooth_mean", "elr_spread_smooth")):
+            vals = [r[col] for r in h if col in r]
+            diag[key] = sum(vals) / len(vals) if vals else None
     ranks = {"ranks": _rank_fingerprints(run.params, state.last_loss, run.world)} if run.world > 1 else {}
     compiled_fields = ({"compile": run.plan.compile, "compile_s": round(run.compile_s or 0.0, 3)}
                        if run.plan.compile != "off" else {})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -236,3 +237,28 @@ def test_warmup_controllers():
     ctx = StepContext(batch_acc=lambda: next(accs))
     assert [he.lr(t, 0.1, ctx) for t in range(4)] == [0.01, 0.01, 0.1, 0.1]  # error < 80% at step 2, for good
     assert he.in_warmup(1) and not he.in_warmup(2)
+
+
+def test_update_and_smoothed_spreads_in_log_rows_and_results(base_spec):
+    """Plain SGD's actual relative update is lr ||g|| / ||W||, the ELR itself: its spread equals the
+    gradient spread. Momentum's update differs. The smoothed spread of the first log row is that row's
+    spread (one period to average); later it averages c_hat over up to 5 periods."""
+    from elrbench.spec import validate_spec
+    from elrbench.train import run_trial
+
+    rows = {}
+    for opt in ("sgd", "sgdm"):
+        d = copy.deepcopy(base_spec)
+        d["grid"]["optimizer"] = [opt]
+        d["budget"].update(steps=30, log_every=5)
+        h = []
+        r = run_trial(validate_spec(d).expand()[0], progress=lambda s, n, row, h=h: h.append(row))
+        logged = [x for x in h if "elr_spread" in x]
+        assert r.spread_update_mean == pytest.approx(sum(x["elr_spread_update"] for x in logged) / len(logged))
+        assert r.spread_smooth_mean == pytest.approx(sum(x["elr_spread_smooth"] for x in logged) / len(logged))
+        assert logged[0]["elr_spread_smooth"] == pytest.approx(logged[0]["elr_spread"], rel=1e-6)
+        rows[opt] = logged
+    for x in rows["sgd"]:
+        assert x["elr_spread_update"] == pytest.approx(x["elr_spread"], rel=1e-4)
+    assert any(abs(x["elr_spread_update"] - x["elr_spread"]) > 1e-3 for x in rows["sgdm"][1:])
+    assert any(abs(x["elr_spread_smooth"] - x["elr_spread"]) > 1e-3 for x in rows["sgd"][1:])
