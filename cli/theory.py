@@ -243,9 +243,19 @@ def predict_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
 
 @app.command("spreads")
 @command
-def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES) -> None:
-    """Run a study inline (reusing finished trials) and print each trial's ELR-spread summaries."""
+def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES,
+                against: list[str] = typer.Option([], "--against", help="FIELD=VALUE (FIELD: warmup or optimizer, "
+                                                  "as labelled in tables): also print every other value of FIELD "
+                                                  "minus this one, paired by seed; repeat for several")) -> None:
+    """Run a study inline (reusing finished trials, also those of `elrbench submit`) and print each
+    trial's ELR-spread summaries, and paired differences between warm-ups or optimizers."""
     s = load_spec(spec, overrides or [])
+    refs = []
+    for a in against:
+        fld, _, value = a.partition("=")
+        if fld not in ("warmup", "optimizer") or not value:
+            raise UsageError(f"--against {a!r}: give warmup=LABEL or optimizer=LABEL (labels as in the tables)")
+        refs.append((fld, value))
     rows = spread_summary(s)
     table = Table(title=f"{s.study_id}: ELR spread (log10 max/min)", title_justify="left")
     for col in ("depth", "lr", "optimizer", "warm-up", f"mean first {s.diagnostics.early_steps}", "mean run",
@@ -258,3 +268,20 @@ def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
                       fmt(r.spread_max), fmt(r.spread_update_mean), fmt(r.spread_smooth_mean), str(r.overshoot_steps),
                       str(r.dead_layers_max), str(r.warmup_steps), fmt(r.final_test_acc), r.outcome)
     console.print(table)
+    from elrbench.experiments import SPREAD_FIELDS, paired_spreads
+
+    for fld, value in refs:
+        found = paired_spreads(rows, fld, value)
+        if not found:
+            raise UsageError(f"--against {fld}={value}: no trial of the study has that {fld} (labels: "
+                             f"{', '.join(sorted({getattr(r, fld) for r in rows}))})")
+        t = Table(title=f"{fld} minus {value}, paired by seed (mean difference [95% bootstrap])", title_justify="left")
+        for col in ("depth", "lr", fld, "seeds", *SPREAD_FIELDS):
+            t.add_column(col, justify="right")
+        for p in found:
+            t.add_row(str(p["depth"]), f"{p['lr']:g}", p[fld], str(p["seeds"]),
+                      *[p[n].text(".3f" if n == "accuracy" else ".2f", signed=True) + (" *" if p[n].excludes(0) else "")
+                        for n in SPREAD_FIELDS])
+        console.print(t)
+    if refs:
+        console.print("* : the interval excludes 0", style="dim")

@@ -196,3 +196,32 @@ def spread_summary(spec: StudySpec) -> list[TrialResult]:
     spread summaries are what warm-up comparisons read)."""
     store = StudyStore.create(spec)
     return [store.result(t.trial_id) if store.finished(t.trial_id) else run_trial(t, store) for t in spec.expand()]
+
+
+SPREAD_FIELDS = {"early": "spread_early_mean", "run": "spread_mean", "updates": "spread_update_mean",
+                 "smoothed": "spread_smooth_mean", "accuracy": "final_test_acc", "warm-up steps": "warmup_steps"}
+
+
+def paired_spreads(rows: list[TrialResult], field: str, reference: str) -> list[dict[str, Any]]:
+    """Trials that differ from a reference only in `field` (warmup or optimizer), paired by seed: per
+    (other grid values, value of field), the mean difference value - reference of each spread summary
+    and of the final accuracy, with a paired bootstrap interval over the seeds (elrbench.stats)."""
+    from elrbench import stats
+    from elrbench.result import POINT
+
+    others = [k for k in POINT if k not in (field, "seed")]
+    key = lambda r: tuple(getattr(r, k) for k in others)  # noqa: E731
+    ref = {(key(r), r.seed): r for r in rows if getattr(r, field) == reference and r.outcome != "failed"}
+    cells: dict[tuple, list[tuple[TrialResult, TrialResult]]] = {}
+    for r in rows:
+        if getattr(r, field) != reference and r.outcome != "failed" and (key(r), r.seed) in ref:
+            cells.setdefault((key(r), getattr(r, field)), []).append((r, ref[(key(r), r.seed)]))
+    out = []
+    for (k, value), pairs in cells.items():
+        row = {**dict(zip(others, k)), field: value, "seeds": len(pairs)}
+        for name, f in SPREAD_FIELDS.items():
+            both = [(getattr(x, f), getattr(y, f)) for x, y in pairs
+                    if getattr(x, f) is not None and getattr(y, f) is not None]
+            row[name] = stats.paired([a for a, _ in both], [b for _, b in both], stats.mean_difference)
+        out.append(row)
+    return out
