@@ -197,7 +197,8 @@ def test_compare_two_runs_of_one_grid(study, tmp_path):
     one.write_text(json.dumps(row, indent=2))
     r = run("compare", str(folder), str(twin))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "8 trials in both; 0 only in A, 0 only in B" in r.stdout
+    assert "8 trials in both (paired by grid point); 0 only in A, 0 only in B" in r.stdout
+    assert "differ in identity" not in r.stdout  # the same trial ids
     assert "0 of 8 cells differ beyond their 95% intervals" in r.stdout  # one seed: no interval, nothing called
     assert "A: " in r.stdout and "B: " in r.stdout and "the verdicts" in r.stdout
     assert "linear(steps=10) against none" in r.stdout
@@ -205,4 +206,4 @@ def test_compare_two_runs_of_one_grid(study, tmp_path):
     other.mkdir()
     (other / "study.json").write_text(json.dumps({"study_id": "x", "n_trials": 0}))
     bad = run("compare", str(folder), str(other))
-    assert bad.returncode == 2 and "no trial in common" in bad.stderr
+    assert bad.returncode == 2 and "no grid point in common" in bad.stderr
