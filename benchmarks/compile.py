@@ -84,6 +84,28 @@ def build(network: str, variant: str, threads: int, compile: str | None = None, 
     return step, sync
 
 
+def interleaved(runs: dict, steps: int, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per step of each (step, sync) variant, timed in turn over the repeats (drift on a
+    noisy machine hits every variant alike), after 5 warm-up steps each; and each variant's warm-up
+    seconds (compiling, for a compiled one)."""
+    first = {}
+    for v, (step, sync) in runs.items():
+        t0 = time.perf_counter()
+        for s in range(5):
+            step(s)
+        sync()
+        first[v] = time.perf_counter() - t0
+    ms: dict[str, list[float]] = {v: [] for v in runs}
+    for r in range(repeats):
+        for v, (step, sync) in runs.items():
+            t0 = time.perf_counter()
+            for s in range(steps):
+                step(5 + r * steps + s)
+            sync()
+            ms[v].append(1000 * (time.perf_counter() - t0) / steps)
+    return {v: statistics.median(x) for v, x in ms.items()}, first
+
+
 def first_step_s(network: str, threads: int) -> float:
     """Seconds of the first compiled step (compiling, mostly) in this process."""
     step, sync = build(network, "compiled", threads)
@@ -119,19 +141,7 @@ def main() -> None:
             cold = json.loads(out.strip().splitlines()[-1])["first_step_s"]
         warm = first_step_s(network, a.threads)  # this process: the shared cache (compile_cache()) is warm
         runs = {v: build(network, v, a.threads) for v in variants}
-        for step, sync in runs.values():  # warm up: compile, allocator, caches
-            for s in range(5):
-                step(s)
-            sync()
-        ms: dict[str, list[float]] = {v: [] for v in variants}
-        for r in range(a.repeats):
-            for v, (step, sync) in runs.items():
-                t0 = time.perf_counter()
-                for s in range(a.steps):
-                    step(5 + r * a.steps + s)
-                sync()
-                ms[v].append(1000 * (time.perf_counter() - t0) / a.steps)
-        med = {v: statistics.median(x) for v, x in ms.items()}
+        med, _ = interleaved(runs, a.steps, a.repeats)
         print(f"{network}")
         print(f"  {'variant':<26} {'ms/step':>8} {'speed-up':>9} {'trials/h':>9}  (trials of {a.trial_steps} steps)")
         for v in variants:

@@ -36,31 +36,15 @@ WORKLOAD = {"model": "resnet_v1", "dataset": "synthetic", "model_options": {"ski
 
 
 def step_times(a) -> None:
-    import statistics
-
     import torch
 
     print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; CUDA {torch.version.cuda}")
     for depth in (56, 110):
         cpu_bench.NETWORKS[f"resnet_v1-{depth}"] = (WORKLOAD, depth)
-        runs, first = {}, {}
-        for v, mode in (("eager", "off"), ("compiled", "on"), ("cudagraphs", "cudagraphs")):
-            step, sync = cpu_bench.build(f"resnet_v1-{depth}", "compiled" if mode != "off" else "eager", 4,
-                                         compile=mode, gpus=1)
-            t0 = time.perf_counter()
-            for s in range(5):
-                step(s)
-            sync()
-            first[v], runs[v] = time.perf_counter() - t0, (step, sync)
-        ms = {v: [] for v in runs}
-        for r in range(a.repeats):
-            for v, (step, sync) in runs.items():
-                t0 = time.perf_counter()
-                for s in range(a.steps):
-                    step(5 + r * a.steps + s)
-                sync()
-                ms[v].append(1000 * (time.perf_counter() - t0) / a.steps)
-        med = {v: statistics.median(x) for v, x in ms.items()}
+        runs = {v: cpu_bench.build(f"resnet_v1-{depth}", "compiled" if mode != "off" else "eager", 4,
+                                   compile=mode, gpus=1)
+                for v, mode in (("eager", "off"), ("compiled", "on"), ("cudagraphs", "cudagraphs"))}
+        med, first = cpu_bench.interleaved(runs, a.steps, a.repeats)
         print(f"resnet_v1-{depth} no_short, 3x32x32, batch 128, diagnostics on")
         for v in runs:
             print(f"  {v:<11} {med[v]:8.2f} ms/step  {med['eager'] / med[v]:5.2f}x  (first 5 steps {first[v]:.1f} s)")
