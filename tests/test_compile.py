@@ -76,19 +76,21 @@ def test_a_compiled_step_computes_what_the_eager_one_does(base_spec):
     assert eager.compile is None and "compile" not in eager.record()  # eager results read as before
 
 
-def test_many_trials_in_one_process_all_compile(base_spec, monkeypatch):
+def test_many_trials_in_one_process_all_compile(base_spec):
     """A Ray chunk runs many trials in one process; without a reset dynamo would reach its recompile
-    limit (lowered to 1 here) and run the later networks eager."""
+    limit (lowered to 1 here, with dynamo's own patch: pytest's monkeypatch deletes a config entry
+    when it undoes) and run the later networks eager."""
     import torch._dynamo
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     s = _spec(base_spec, "on", grid={"depth": [3, 4]}, budget={"steps": 4})
-    graphs = []
-    for t in s.expand():
-        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        run_trial(t)
-        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"] - before)
+    graphs, limit = [], torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for t in s.expand():
+            before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+            run_trial(t)
+            graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"] - before)
     assert graphs == [1, 1]  # each network compiled into its own graph
+    assert torch._dynamo.config.recompile_limit == limit  # restored for the tests after this one
 
 
 def test_a_rerun_reuses_compiled_trials_and_the_log_says_so(tmp_path, base_spec):
