@@ -174,3 +174,18 @@ def test_yaml_on_and_off_read_as_the_settings(tmp_path, base_spec):
         f.write_text(json.dumps(d)[:-1] + f', "resources": {{"compile": {text}}}}}')  # JSON is YAML
         assert load_spec(f).resources.compile == want
         assert load_spec(f, [f"resources.compile={text}"]).resources.compile == want
+
+
+def test_show_says_which_trials_auto_compiles(tmp_path, base_spec):
+    d = copy.deepcopy(base_spec)
+    d["grid"]["depth"] = [3, 4]
+    f = tmp_path / "s.yaml"
+    f.write_text(json.dumps(d))
+    show = lambda *o: subprocess.run([sys.executable, "-m", "cli.app", "show", str(f), "--grid", *o], cwd=ROOT,  # noqa: E731
+                                     capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
+    assert "resources.compile" not in show().stdout  # off: nothing to say
+    r = show("resources.compile=auto")
+    assert r.returncode == 0 and f"auto compiles trials of at least {COMPILE_MIN_STEPS} steps" in r.stdout
+    assert "0 of 2 trials compile, 2 run eager" in r.stdout
+    r = show("resources.compile=auto", f"budget.steps={COMPILE_MIN_STEPS}")
+    assert "2 of 2 trials compile, 0 run eager" in r.stdout
