@@ -108,14 +108,16 @@ def test_an_infrastructure_failure_is_retried_then_recorded(base_spec, tmp_path,
     assert store.result(row.trial_id).outcome == "failed"
 
 
-def test_a_ddp_trial_of_two_workers_averages_gradients(base_spec, cluster):
-    base_spec["resources"] = {"workers_per_trial": 2, "cpus_per_worker": 1}
+@pytest.mark.parametrize("compile", ["off", "on"])  # on: DDP through Ray Train with compiled steps
+def test_a_ddp_trial_of_two_workers_averages_gradients(base_spec, cluster, compile):
+    base_spec["resources"] = {"workers_per_trial": 2, "cpus_per_worker": 1, "compile": compile}
     base_spec["budget"].update(steps=10, log_every=5, checkpoint_every=4)  # rank 0 alone writes checkpoints
     s = validate_spec(base_spec)
     store = StudyStore.create(s)
     events = Recorder()
     (row,) = run_on_ray(s, store, events)
     assert row.outcome in ("trained", "untrained") and row.workers == 2
+    assert row.compile == (None if compile == "off" else "on")
     assert {5, 10} <= {step for _, step, _ in events.steps}  # rank 0's rows reached Tune and the driver
     r0, r1 = row.ranks
     # same averaged gradients, hence the same weights, on both ranks; different data on each
