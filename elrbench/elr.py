@@ -57,10 +57,15 @@ def critical_lr(c: torch.Tensor) -> torch.Tensor:
     It centres log E on 0 (E_max E_min = 1), which minimizes the spread after one plain SGD step in
     the constant-base-gradient model. inf when no layer is live: nothing then limits the rate.
     """
+    ok, hi, lo = live_extremes(c)
+    return torch.where(ok, torch.rsqrt(hi * lo), torch.inf)
+
+
+def live_extremes(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(any layer live, the largest and the smallest live value) along the last dimension: what
+    every rate bound below reads."""
     ok = live(c)
-    hi = torch.where(ok, c, 0.0).amax(-1)
-    lo = torch.where(ok, c, torch.inf).amin(-1)
-    return torch.where(ok.any(-1), torch.rsqrt(hi * lo), torch.inf)
+    return ok.any(-1), torch.where(ok, c, 0.0).amax(-1), torch.where(ok, c, torch.inf).amin(-1)
 
 
 def classic_elr(lr: torch.Tensor, w_norm: torch.Tensor) -> torch.Tensor:
@@ -74,14 +79,12 @@ def rotation_lr(c: torch.Tensor) -> torch.Tensor:
     arctan(E) the angle the step turns it by (docs/definitions.md, section 10). It balances the top
     layer's post-step ELR, about E^-2, against the bottom one's, about E; eta~ = eta_crit 10^(-D/6)
     for a log10 spread D. inf when no layer is live."""
-    ok = live(c)
-    hi = torch.where(ok, c, 0.0).amax(-1)
-    lo = torch.where(ok, c, torch.inf).amin(-1)
-    return torch.where(ok.any(-1), (hi * hi * lo) ** (-1.0 / 3.0), torch.inf)
+    ok, hi, lo = live_extremes(c)
+    return torch.where(ok, (hi * hi * lo) ** (-1.0 / 3.0), torch.inf)
 
 
 def overshoot_free_lr(c: torch.Tensor) -> torch.Tensor:
     """1 / c_hat_max over the live layers: the largest rate at which no layer's step is longer than the
     layer itself (ELR <= 1: no layer turns by more than 45 degrees). inf when no layer is live."""
-    hi = torch.where(live(c), c, 0.0).amax(-1)
-    return torch.where(hi > 0, 1.0 / hi, torch.inf)
+    ok, hi, _ = live_extremes(c)
+    return torch.where(ok, 1.0 / hi, torch.inf)

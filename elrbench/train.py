@@ -445,8 +445,8 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
             vals = [r[col] for r in h if col in r]
             diag[key] = sum(vals) / len(vals) if vals else None
     ranks = {"ranks": _rank_fingerprints(run.params, state.last_loss, run.world)} if run.world > 1 else {}
-    compiled_fields = ({"compile": run.plan.compile, "compile_s": round(run.compile_s or 0.0, 3)}
-                       if run.plan.compile != "off" else {})
+    compile_s = run.compile_s or 0.0  # the compiling step is left out of step_ms
+    how = {"compile": run.plan.compile, "compile_s": round(compile_s, 3)} if run.plan.compile != "off" else {}
     m = machine()
     return TrialResult(
         trial_id=t.trial_id, index=t.index, **t.point(),
@@ -457,10 +457,10 @@ def build_result(run: Setup, state: TrainState, started: float) -> TrialResult:
         diverged_step=next((r["diverged_step"] for r in h if "diverged_step" in r), None),
         steps_planned=run.plan.total_steps, steps_done=state.step, warmup_steps=state.warm_steps, **diag,
         train_s=round(state.train_s, 3), wall_s=round(time.time() - started, 3),
-        step_ms=round(1000 * (state.train_s - (run.compile_s or 0.0)) / max(state.step - bool(run.compile_s), 1), 3),
+        step_ms=round(1000 * (state.train_s - compile_s) / max(state.step - (compile_s > 0), 1), 3),
         device=str(run.device), host=socket.gethostname(), cpu=m["cpu"], cpu_capability=m["cpu_capability"],
         torch_version=m["torch"], cuda_version=m["cuda"], gpu=m["gpu"], params=sum(q.numel() for q in run.params),
-        workers=run.world, error=None, **ranks, **compiled_fields,
+        workers=run.world, error=None, **ranks, **how,
     )
 
 

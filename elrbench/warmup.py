@@ -192,10 +192,18 @@ class UntunedAdamWarmup(Warmup):
         return step + 1 < self.steps
 
 
-class CriticalOptions(WarmupOptions):
+class SourceOptions(WarmupOptions):
     source: Literal["gradient", "update"] = Field(
         "gradient", description="c_hat from the gradient, or from the optimizer's update direction "
                                 "(momentum buffer / Adam step) that this step will apply")
+
+
+def source_c_hat(options: SourceOptions, ctx: StepContext) -> torch.Tensor:
+    """This step's c_hat per layer, from where the warm-up's `source` option says."""
+    return ctx.update_c_hat() if options.source == "update" else ctx.measure.c_hat
+
+
+class CriticalOptions(SourceOptions):
     ema: float = Field(0.0, ge=0, lt=1, description="EMA factor on c_hat against mini-batch noise (0: off)")
 
 
@@ -215,7 +223,7 @@ class CriticalWarmup(Warmup):
     def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
         if self.done_at is not None:
             return scheduled
-        c = ctx.update_c_hat() if self.options.source == "update" else ctx.measure.c_hat
+        c = source_c_hat(self.options, ctx)
         if self.options.ema > 0:
             self.c_ema = c if self.c_ema is None else self.options.ema * self.c_ema + (1 - self.options.ema) * c
             c = self.c_ema
@@ -262,12 +270,6 @@ class ConstrainedElr(Warmup):
         return True  # it controls every step
 
 
-class PerStepOptions(WarmupOptions):
-    source: Literal["gradient", "update"] = Field(
-        "gradient", description="c_hat from the gradient, or from the optimizer's update direction "
-                                "(momentum buffer / Adam step) that this step will apply")
-
-
 class PerStepBound(Warmup):
     """A bound on the rate from this step's c_hat, every step, with no stop rule and no
     hyper-parameter: eta_t = min(eta_schedule(t), bound(c_hat_t)). Reads one number to the host per
@@ -276,13 +278,12 @@ class PerStepBound(Warmup):
     needs_stats = True
     bound: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
 
-    def __init__(self, options: PerStepOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
+    def __init__(self, options: SourceOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
         super().__init__(options, total_steps, optimizer)
         self.bound_at: Optional[int] = None  # the last step at which the bound was below the schedule
 
     def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
-        c = ctx.update_c_hat() if self.options.source == "update" else ctx.measure.c_hat
-        limit = type(self).bound(c).item()
+        limit = type(self).bound(source_c_hat(self.options, ctx)).item()
         if limit < scheduled:
             self.bound_at = step
             return limit
@@ -298,7 +299,7 @@ class PerStepBound(Warmup):
         self.bound_at = state["bound_at"]
 
 
-@WARMUPS.register("cap", options=PerStepOptions)
+@WARMUPS.register("cap", options=SourceOptions)
 class CapWarmup(PerStepBound):
     """Overshoot-free cap (docs/definitions.md, section 10): eta_t = min(eta_schedule(t), 1/c_hat_max,t)
     every step. No layer's ELR exceeds 1, so no layer turns by more than 45 degrees in a step; the
@@ -307,7 +308,7 @@ class CapWarmup(PerStepBound):
     bound = staticmethod(elr.overshoot_free_lr)
 
 
-@WARMUPS.register("rotation", options=PerStepOptions)
+@WARMUPS.register("rotation", options=SourceOptions)
 class RotationWarmup(PerStepBound):
     """Rotation-aware critical rule (docs/definitions.md, section 10): eta_t = min(eta_schedule(t),
     eta~_t) every step, eta~ = (c_hat_max^2 c_hat_min)^(-1/3), the one-step spread minimizer when an
