@@ -35,12 +35,11 @@ def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[st
 
 def compile_line(s, trials) -> str:
     """What resources.compile does to these trials (auto: which are long enough to compile)."""
-    from elrbench.train import COMPILE_MIN_STEPS, compile_mode, plan
+    from elrbench.train import COMPILE_MIN_STEPS, plan
     from elrbench.workloads import load_dataset
 
     n_train = {w.name: len(load_dataset(w.dataset, w.data).x_train) for w in s.workloads}
-    modes = [compile_mode(s.resources.compile, plan(t, n_train[t.workload.name]).total_steps) for t in trials]
-    n = sum(m != "off" for m in modes)
+    n = sum(plan(t, n_train[t.workload.name]).compile != "off" for t in trials)  # plan() resolves auto
     rule = (f"auto compiles trials of at least {COMPILE_MIN_STEPS} steps, where compiling repays itself"
             if s.resources.compile == "auto" else f"{s.resources.compile}: every trial compiles")
     return (f"resources.compile = {rule} (torch.compile; channels-last for convolutional networks): "
