@@ -65,8 +65,8 @@ def print_table(t: Table) -> None:
 
 def print_by_depth(rows: Iterable[TrialResult]) -> None:
     """Trainability by depth, cells of two lines that fit 80 columns for three warm-ups: trained/finished
-    with the 95% Wilson interval of the fraction, then the mean final test accuracy with its 95%
-    bootstrap interval."""
+    with the 95% Wilson interval of the fraction, then the median final test accuracy with its 95%
+    order-statistic interval."""
     for grid in by_depth(rows):
         console.print(Text(f"trainability by depth: {grid.group.label}", style="italic"))  # as wide as the terminal
         table = RichTable()
@@ -76,7 +76,7 @@ def print_by_depth(rows: Iterable[TrialResult]) -> None:
         for d in grid.depths:
             table.add_row(str(d), *[Text("\n".join(grid.cells[(d, w)].lines(compact=True))) for w in grid.warmups])
         console.print(table)
-    console.print("cells: trained/finished [95% Wilson]; mean final accuracy [95% bootstrap]", style="dim",
+    console.print("cells: trained/finished [95% Wilson]; median final accuracy [95% order statistics]", style="dim",
                   highlight=False)
 
 

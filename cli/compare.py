@@ -56,7 +56,13 @@ def compare(
         console.print(Text(f"no verdicts to compare: the runs hold no warm-up besides the baseline '{base}'"))
         return
     for v in c.verdicts:
-        console.print(Text(f"{v.group.label}: {v.warmup} against {base}: A {verdict(v.a)} (D50 {v.a.d50.text()}), "
-                           f"B {verdict(v.b)} (D50 {v.b.d50.text()}): {'agree' if v.agree else 'DISAGREE'}"),
+        def d50(t) -> str:
+            lr = f" at its best lr {t.best.lr:g}" if len(t.by_lr) > 1 and t.best.lr is not None else ""
+            diff = "" if t.difference is None or t.difference.value is None else \
+                f", difference {t.difference.text('.1f', signed=True)}"
+            return f"D50 {t.best.text()}{lr}{diff}"
+
+        console.print(Text(f"{v.group.label}: {v.warmup} against {base}: A {verdict(v.a)} ({d50(v.a)}), "
+                           f"B {verdict(v.b)} ({d50(v.b)}): {'agree' if v.agree else 'DISAGREE'}"),
                       soft_wrap=True)
     console.print(Text("the verdicts agree" if c.agree else "the verdicts disagree", style="bold"))

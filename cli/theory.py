@@ -275,7 +275,7 @@ def spreads_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
         if not found:
             raise UsageError(f"--against {fld}={value}: no trial of the study has that {fld} (labels: "
                              f"{', '.join(sorted({getattr(r, fld) for r in rows}))})")
-        t = Table(title=f"{fld} minus {value}, paired by seed (mean difference [95% bootstrap])", title_justify="left")
+        t = Table(title=f"{fld} minus {value}, paired by seed (mean difference [95% t interval])", title_justify="left")
         for col in ("depth", "lr", fld, "seeds", *SPREAD_FIELDS):
             t.add_column(col, justify="right")
         for p in found:

@@ -24,7 +24,7 @@ class CellDiff:
     b: str
     pairs: int  # trials of the cell with an outcome of training in both
     trained: stats.Estimate  # difference of trained fractions, B - A, paired by trial
-    acc: stats.Estimate  # difference of mean final accuracy, B - A, over trials with one in both
+    acc: stats.Estimate  # median of acc(B) - acc(A) over the trials with one in both
 
     @property
     def differs(self) -> bool:
@@ -33,7 +33,7 @@ class CellDiff:
 
 def verdict(t: Trainable) -> str:
     """What a run says of a warm-up against the baseline, as a word that two runs can agree on."""
-    if t.difference is None:
+    if t.difference is None or t.difference.value is None:
         return "not estimable"
     if not t.difference.has_interval:
         return "no interval"
@@ -105,5 +105,5 @@ def _cell(g: Group, depth: int, warmup: str, xa: list[TrialResult], xb: list[Tri
     accs = [(p.final_test_acc, q.final_test_acc) for p, q in both
             if p.final_test_acc is not None and q.final_test_acc is not None]
     return CellDiff(g, depth, warmup, f"{ca.trained}/{ca.finished}", f"{cb.trained}/{cb.finished}", len(both),
-                    stats.paired(tb, ta, stats.mean_difference),
-                    stats.paired([q for _, q in accs], [p for p, _ in accs], stats.mean_difference))
+                    stats.paired_fraction_difference(tb, ta),
+                    stats.median_difference_ci([q for _, q in accs], [p for p, _ in accs]))

@@ -205,7 +205,7 @@ SPREAD_FIELDS = {"early": "spread_early_mean", "run": "spread_mean", "updates": 
 def paired_spreads(rows: list[TrialResult], field: str, reference: str) -> list[dict[str, Any]]:
     """Trials that differ from a reference only in `field` (warmup or optimizer), paired by seed: per
     (other grid values, value of field), the mean difference value - reference of each spread summary
-    and of the final accuracy, with a paired bootstrap interval over the seeds (elrbench.stats)."""
+    and of the final accuracy, with a paired t interval over the seeds (elrbench.stats)."""
     from elrbench import stats
     from elrbench.result import POINT
 
@@ -222,6 +222,6 @@ def paired_spreads(rows: list[TrialResult], field: str, reference: str) -> list[
         for name, f in SPREAD_FIELDS.items():
             both = [(getattr(x, f), getattr(y, f)) for x, y in pairs
                     if getattr(x, f) is not None and getattr(y, f) is not None]
-            row[name] = stats.paired([a for a, _ in both], [b for _, b in both], stats.mean_difference)
+            row[name] = stats.mean_difference_ci([a for a, _ in both], [b for _, b in both])
         out.append(row)
     return out

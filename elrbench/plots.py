@@ -116,8 +116,8 @@ def predicted_vs_measured(row: TrialResult, layers: list[dict[str, Any]]) -> byt
 
 
 def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: dict, threshold: float | None) -> bytes:
-    """Final test accuracy against depth, one line per warm-up: the mean over seeds with its 95%
-    bootstrap interval; the 'trained' threshold dashed."""
+    """Final test accuracy against depth, one line per warm-up: the median over seeds with its 95%
+    order-statistic interval; the 'trained' threshold dashed."""
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
     for i, w in enumerate(warmups):
@@ -165,6 +165,45 @@ def trained_by_depth(title: str, depths: list[int], warmups: list[str], cells: d
     ax.set_xlabel("depth")
     ax.set_ylabel("P(trained)")
     ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="warm-up", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def d50_by_lr(title: str, rows: list) -> bytes:
+    """D50 against lr, one colour per warm-up (tables.Trainable rows): the estimate with its 95%
+    interval, an arrow where an end lies beyond the grid's depths, a ring at the best lr."""
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"]
+    lo_d = min(f.min_depth for r in rows for f in r.by_lr.values())
+    hi_d = max(f.max_depth for r in rows for f in r.by_lr.values())
+    for i, r in enumerate(rows):
+        c = colors(i % 10)
+        pts = [(lr, f) for lr, f in sorted(r.by_lr.items()) if f.value is not None]
+        if not pts:
+            continue
+        xs = [lr * (1 + 0.04 * (i - (len(rows) - 1) / 2)) for lr, _ in pts]  # side by side, not on top
+        ys = [min(max(f.value, lo_d / 1.5), hi_d * 1.5) for _, f in pts]
+        lo = [max(f.lo, lo_d / 1.5) for _, f in pts]
+        hi = [min(f.hi, hi_d * 1.5) for _, f in pts]
+        ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]], color=c,
+                    marker=MARKERS[i % 7], capsize=3, lw=1.2, ls=DASHES[i % 4], label=r.warmup)
+        for x, (_, f) in zip(xs, pts):
+            if f.hi > hi_d:
+                ax.annotate("", (x, hi_d * 1.5), (x, hi_d * 1.2), arrowprops=dict(arrowstyle="->", color=c))
+            if f.lo < lo_d:
+                ax.annotate("", (x, lo_d / 1.5), (x, lo_d / 1.2), arrowprops=dict(arrowstyle="->", color=c))
+        if r.best.value is not None and r.best.lr is not None:
+            j = [lr for lr, _ in pts].index(r.best.lr) if r.best.lr in [lr for lr, _ in pts] else None
+            if j is not None:
+                ax.plot([xs[j]], [ys[j]], marker="o", ms=12, mfc="none", mec=c, lw=0)
+    ax.axhspan(lo_d, hi_d, color="gray", alpha=0.06, lw=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("D50 (layers)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="warm-up", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=9)

@@ -7,6 +7,7 @@ never a table's title or header text.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -45,20 +46,17 @@ class Cell:
 
     @cached_property
     def acc(self) -> stats.Estimate:
-        """Mean final test accuracy with its bootstrap interval."""
-        return stats.mean_ci(self.accs)
-
-    @cached_property
-    def acc_iqm(self) -> stats.Estimate:
-        """Interquartile mean of the final test accuracies with its bootstrap interval."""
-        return stats.iqm_ci(self.accs)
+        """Median final test accuracy with its order-statistic interval (distribution-free; a mean's
+        interval cannot be trusted on the bimodal accuracies near the edge: docs/statistics.md)."""
+        return stats.median_ci(self.accs)
 
     @property
     def acc_mean(self) -> Optional[float]:
-        return self.acc.value
+        """Mean final test accuracy (a value without interval)."""
+        return sum(self.accs) / len(self.accs) if self.accs else None
 
     def lines(self, compact: bool = False) -> list[str]:
-        """The cell as text lines: trained fraction, mean accuracy (and IQM), divergences and failures.
+        """The cell as text lines: trained fraction, median accuracy (and the mean), divergences and failures.
         compact: what fits a terminal column of about 20 characters."""
         if not self.n:
             return ["-"]
@@ -70,8 +68,8 @@ class Cell:
                        f"{self.acc.value:.3f}" + (f" [{self.acc.lo:.2f}, {self.acc.hi:.2f}]"
                                                   if self.acc.has_interval else ""))
             if not compact:
-                out[-1] = "acc " + out[-1]
-                out.append("IQM " + self.acc_iqm.text(".3f"))
+                out[-1] = "acc median " + out[-1]
+                out.append(f"mean {self.acc_mean:.3f}")
         extra = [f"div {self.diverged}"] * bool(self.diverged) + [f"fail {self.failed}"] * bool(self.failed)
         return out + ([", ".join(extra)] if extra else [])
 
@@ -100,7 +98,7 @@ class Best:
 
 @dataclass(frozen=True)
 class Spread:
-    """Run-averaged ELR spread of a cell (log10 max/min): the mean over its seeds with a bootstrap
+    """Run-averaged ELR spread of a cell (log10 max/min): the mean over its seeds with Student's t
     interval."""
 
     early: stats.Estimate  # averaged over the first diagnostics.early_steps of each run
@@ -216,8 +214,8 @@ class Comparison:
     the same initialization and data order under every warm-up (tests/test_train.py checks it)."""
 
     pairs: int  # seeds with an outcome of training under both
-    trained: stats.Estimate  # difference of the trained fractions, X - Y
-    acc: stats.Estimate  # difference of mean final accuracy, over the seeds where both have one
+    trained: stats.Estimate  # difference of the trained fractions, X - Y (Newcombe's paired interval)
+    acc: stats.Estimate  # median over seeds of acc(X) - acc(Y), over the seeds where both have one
     improvement: stats.Estimate  # P(X > Y) on final accuracy (0.5: no preference)
 
     @property
@@ -244,8 +242,8 @@ def compare_seeds(xs: list[TrialResult], ys: list[TrialResult]) -> Optional[Comp
     ty = [float(by[s].outcome == "trained") for s in seeds]
     both = [s for s in seeds if bx[s].final_test_acc is not None and by[s].final_test_acc is not None]
     ax, ay = [bx[s].final_test_acc for s in both], [by[s].final_test_acc for s in both]
-    return Comparison(len(seeds), stats.paired(tx, ty, stats.mean_difference),
-                      stats.paired(ax, ay, stats.mean_difference), stats.paired(ax, ay, stats.prob_improvement))
+    return Comparison(len(seeds), stats.paired_fraction_difference(tx, ty), stats.median_difference_ci(ax, ay),
+                      stats.prob_improvement_ci(ax, ay))
 
 
 def paired(rows: Iterable[TrialResult], baseline: str) -> list[DepthGrid[Optional[Comparison]]]:
@@ -267,80 +265,135 @@ def paired(rows: Iterable[TrialResult], baseline: str) -> list[DepthGrid[Optiona
 # ---------------------------------------------------------------- the trainable depth
 @dataclass(frozen=True)
 class Trainable:
-    """D50 of one warm-up in one group, and its difference to the baseline's (paired over seeds;
-    None for the baseline itself, or when either D50 lies beyond the grid)."""
+    """D50 of one warm-up in one group (workload, optimizer, schedule): at each learning rate, and at
+    its best learning rate (the lr with the largest D50, chosen inside the interval: stats.best_depth50),
+    with its differences to the baseline's (paired by seed; None for the baseline itself)."""
 
     warmup: str
-    d50: stats.Depth50
-    difference: Optional[stats.Estimate]
+    by_lr: dict[float, stats.Depth50]
+    diff_by_lr: dict[float, Optional[stats.Estimate]]  # against the baseline at the same lr
+    best: stats.Depth50  # at the best lr (best.lr says which); the one D50 when the group has one lr
+    difference: Optional[stats.Estimate]  # best against the baseline's best
+
+    @property
+    def d50(self) -> stats.Depth50:
+        return self.best
+
+    @property
+    def lr_at_edge(self) -> bool:
+        """The best lr is the smallest or largest of several: the optimum may lie beyond the grid."""
+        lrs = sorted(self.by_lr)
+        return len(lrs) > 2 and self.best.lr in (lrs[0], lrs[-1])
+
+
+def _layers(v: float) -> str:
+    return f"{v:+.0f}" if math.isfinite(v) else ("-inf" if v < 0 else "+inf")
+
+
+def difference_text(e: stats.Estimate, x: stats.Depth50, y: stats.Depth50) -> str:
+    """'+6 [+2, +9]': the difference of the two printed D50s (each rounded to a layer) with the
+    interval rounded outward, so the line never reads 21 and 15 with a difference of +5."""
+    value = round(x.value) - round(y.value)
+    lo, hi = min(math.floor(e.lo), value), max(math.ceil(e.hi), value)
+    return f"{value:+d} [{_layers(lo)}, {_layers(hi)}]"
 
 
 @dataclass(frozen=True)
 class TrainableDepths:
     group: Group
     baseline: Optional[str]  # None: the group has no baseline trials
+    lrs: list[float]
     rows: list[Trainable]
 
+    def _name(self, t: Trainable) -> str:
+        if len(self.lrs) == 1:
+            return t.warmup
+        return f"{t.warmup} at its best lr {t.best.lr:g}" if t.best.lr is not None else t.warmup
+
     def headline(self) -> list[str]:
-        """The study's answer, one line per warm-up: 'linear: trainable to 27 layers [21, 35]; none:
-        18 [14, 23]; difference +9 [2, 16] (8 seeds)', or that no difference is detectable."""
+        """The study's answer, one line per warm-up: with several learning rates, each warm-up at its
+        best ('linear at its best lr 0.2: trainable to 21 layers [18, 24]; none at its best lr 0.5:
+        15 [12, 17]; difference +6 [+2, +9] (10 seeds; lrs 0.1, 0.2, 0.5)'); with one, the line says
+        that the learning rate is not controlled."""
         base = next((t for t in self.rows if t.warmup == self.baseline), None)
-        if all(t.d50.value is None for t in self.rows):
+        if not self.rows:
+            return []
+        if all(t.best.value is None and t.best.m is None for t in self.rows):
             return [f"trainable depth: the grid needs two depths or more ({', '.join(t.warmup for t in self.rows)}"
-                    f" run at depth {self.rows[0].d50.min_depth} only)"] if self.rows else []
+                    f" run at depth {self.rows[0].best.min_depth} only)"]
+        if len(self.lrs) == 1:
+            prefix = f"at lr {self.lrs[0]:g} only (the learning rate is not controlled): "
+            lrs = ""
+        else:
+            prefix, lrs = "", "; lrs " + ", ".join(f"{lr:g}" for lr in self.lrs)
         lines = []
         for t in self.rows:
             if t is base:
                 continue
-            line = f"{t.warmup}: trainable to {t.d50.text(' layers')}"
-            seeds = f"{t.d50.seeds} seeds"
+            line = f"{prefix}{self._name(t)}: trainable to {t.best.text(' layers')}"
+            seeds = f"{t.best.seeds} seeds{lrs}"
             if base is not None:
-                line += f"; {base.warmup}: {base.d50.text()}"
-                if t.difference is None:
-                    line += f"; difference not estimable: the grid does not bracket both ({seeds})"
-                elif not t.difference.has_interval:
-                    line += (f"; difference {t.difference.value:+.0f}: no interval with {seeds} "
-                             f"({stats.MIN_SEEDS} or more needed)")
-                elif t.difference.excludes(0.0):
-                    line += f"; difference {t.difference.text('.0f', signed=True)} ({seeds})"
+                line += f"; {self._name(base)}: {base.best.text()}"
+                d = t.difference
+                if d is None or d.value is None:
+                    why = d.why if d is not None and d.why else "the grid does not bracket both"
+                    line += f"; difference not estimable: {why} ({seeds})"
+                elif not d.has_interval:
+                    line += (f"; difference {round(t.best.value) - round(base.best.value):+d}: no interval with "
+                             f"{seeds} ({stats.MIN_SEEDS} or more needed)")
+                elif d.excludes(0.0):
+                    line += f"; difference {difference_text(d, t.best, base.best)} ({seeds})"
                 else:
-                    line += f"; difference {t.difference.text('.0f', signed=True)}: not detectable with {seeds}"
+                    line += f"; difference {difference_text(d, t.best, base.best)}: not detectable with {seeds}"
             else:
                 line += f" ({seeds})"
+            edge = [w for w in (t, base) if w is not None and w.lr_at_edge]
+            if edge:
+                line += ("; best lr at the edge of the grid for " + ", ".join(w.warmup for w in edge)
+                         + ": the optimum may lie beyond it")
             lines.append(line)
         if not lines and base is not None:
-            lines.append(f"{base.warmup}: trainable to {base.d50.text(' layers')} ({base.d50.seeds} seeds)")
+            lines.append(f"{prefix}{self._name(base)}: trainable to {base.best.text(' layers')} "
+                         f"({base.best.seeds} seeds{lrs})")
         return lines
 
 
 def trainable_depths(rows: Iterable[TrialResult], baseline: str) -> list[TrainableDepths]:
-    """Per (workload, lr, optimizer, schedule) and warm-up: D50 over all seeds (failed trials left
-    out), and each warm-up's difference to the baseline's."""
+    """Per (workload, optimizer, schedule) and warm-up: D50 at each learning rate over all seeds
+    (failed trials left out), D50 at the warm-up's best learning rate, and the differences to the
+    baseline's, at each lr and best against best. Every fit of a group searches the same range (the
+    group's depths), so that any two can be compared."""
     out = []
-    for g, rs in groups(rows, per_lr=True).items():
+    for g, rs in groups(rows, per_lr=False).items():
         done = [r for r in rs if r.outcome != "failed"]
+        if not done:
+            continue
+        lrs = sorted({r.lr for r in done})
         warmups = list(dict.fromkeys(r.warmup for r in done))
         base = baseline if baseline in warmups else None
+        rng = stats.span(sorted({r.depth for r in done}))
+        fits: dict[str, dict[float, stats.Depth50]] = {}
+        for w in warmups:
+            fits[w] = {}
+            for lr in lrs:
+                mine = [r for r in done if r.warmup == w and r.lr == lr]
+                if mine:
+                    fits[w][lr] = stats.depth50([r.depth for r in mine], [r.outcome == "trained" for r in mine],
+                                                len({r.seed for r in mine}), rng if len({r.depth for r in mine}) > 1
+                                                else None, lr=lr)
         items = []
         for w in warmups:
-            mine = [r for r in done if r.warmup == w]
-            fit = stats.depth50([r.depth for r in mine], [r.outcome == "trained" for r in mine],
-                                len({r.seed for r in mine}))
-            items.append(Trainable(w, fit, None))
-        fits = {t.warmup: t.d50 for t in items}
-        if base is not None:
-            items = [Trainable(t.warmup, t.d50, _d50_difference(done, t.warmup, base)
-                               if t.warmup != base and fits[t.warmup].bracketed and fits[base].bracketed else None)
-                     for t in items]
-        out.append(TrainableDepths(g, base, items))
+            best = stats.best_depth50(list(fits[w].values()))
+            by_diff: dict[float, Optional[stats.Estimate]] = {}
+            difference = None
+            if base is not None and w != base:
+                by_diff = {lr: stats.depth50_difference(f, fits[base][lr]) if lr in fits[base] and f.m is not None
+                           and fits[base][lr].m is not None else None for lr, f in fits[w].items()}
+                if all(f.m is not None for f in (*fits[w].values(), *fits[base].values())):
+                    difference = stats.best_depth50_difference(list(fits[w].values()), list(fits[base].values()))
+            items.append(Trainable(w, fits[w], by_diff, best, difference))
+        out.append(TrainableDepths(g, base, lrs, items))
     return out
-
-
-def _d50_difference(rows: list[TrialResult], x: str, y: str) -> stats.Estimate:
-    by = {(r.warmup, r.depth, r.seed): r.outcome == "trained" for r in rows}
-    keys = sorted({(r.depth, r.seed) for r in rows if r.warmup in (x, y)})
-    return stats.depth50_difference([d for d, _ in keys], [s for _, s in keys],
-                                    [by.get((x, d, s)) for d, s in keys], [by.get((y, d, s)) for d, s in keys])
 
 
 # ---------------------------------------------------------------- tables
@@ -386,11 +439,26 @@ class Table:
 
     @classmethod
     def of_depths(cls, t: TrainableDepths) -> Table:
-        title = f"trainable depth D50: {t.group.label}"
-        vs = f"difference to {t.baseline}" if t.baseline else "difference"
-        rows = [[r.warmup, r.d50.text(), "-" if r.difference is None else r.difference.text(".1f", signed=True)
-                 + (" *" if r.difference.excludes(0.0) else ""), str(r.d50.seeds)] for r in t.rows]
-        return cls(slug(title), "d50", title, ["warm-up", "D50, layers [95%]", vs, "seeds"], rows, t)
+        """D50 of every warm-up at each learning rate, then at its best one, with the differences to the
+        baseline (at the same lr; best against best)."""
+        title = f"trainable depth D50 by learning rate: {t.group.label}"
+        vs = f"difference to {t.baseline} [95%]" if t.baseline else "difference"
+
+        def diff(e: Optional[stats.Estimate]) -> str:
+            if e is None:
+                return "-"
+            if e.value is None:
+                return f"not estimable ({e.why})" if e.why else "-"
+            return e.text(".1f", signed=True).replace("inf", "∞") + (" *" if e.excludes(0.0) else "")
+
+        rows = []
+        for r in t.rows:
+            for lr, f in r.by_lr.items():
+                rows.append([r.warmup, f"{lr:g}", f.text(), diff(r.diff_by_lr.get(lr)), str(f.seeds)])
+            if len(t.lrs) > 1:
+                rows.append([r.warmup, f"best: {r.best.lr:g}" if r.best.lr is not None else "best: -",
+                             r.best.text(), diff(r.difference), str(r.best.seeds)])
+        return cls(slug(title), "d50", title, ["warm-up", "lr", "D50, layers [95%]", vs, "seeds"], rows, t)
 
     @property
     def grid(self) -> DepthGrid:

@@ -96,9 +96,10 @@ def test_report_writes_tables_figures_and_html(study):
     assert "trainability by depth" in rep.stdout and "failure boundary" in rep.stdout
     assert f"report: {out / 'report.html'}" in rep.stdout
     tables = sorted(p.stem for p in (out / "tables").glob("*.csv"))
-    # per lr: by depth, D50, paired, spread (x2); across lrs: best lr, failure boundary
-    assert len(tables) == 10 and sorted(p.stem for p in (out / "tables").glob("*.md")) == tables
-    assert "verdict (D50" in rep.stdout and "linear(steps=10): trainable to " in rep.stdout
+    # per lr: by depth, paired, spread (x2); across lrs: D50 by lr, best lr, failure boundary
+    assert len(tables) == 9 and sorted(p.stem for p in (out / "tables").glob("*.md")) == tables
+    assert "verdict (D50" in rep.stdout and "linear(steps=10) at its best lr " in rep.stdout
+    assert "; lrs 0.1, 1)" in rep.stdout  # the verdict names the lr grid it chose from
     figures = list((out / "figures").glob("*.png"))
     assert {"spread-vs-accuracy.png"} <= {p.name for p in figures} and len(figures) >= 5
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures)
@@ -111,9 +112,13 @@ def test_report_writes_tables_figures_and_html(study):
     assert body[0] == ["depth", "warm-up: none", "warm-up: linear(steps=10)"]
     r = next(r for r in rows if r["depth"] == 3 and r["lr"] == 0.1 and r["warmup"] == "none")
     trained = int(r["outcome"] == "trained")
-    assert body[1][1].startswith(f"{trained}/1 trained [") and f"\nacc {r['final_test_acc']:.3f}\n" in body[1][1]
+    assert body[1][1].startswith(f"{trained}/1 trained [") and f"\nacc median {r['final_test_acc']:.3f}\n" in body[1][1]
     assert "Verdict" in html and "Machines: " in html and "95%" in html
-    assert {p.name.split("-")[0] for p in figures} >= {"trained", "accuracy", "spread"}
+    assert {p.name.split("-")[0] for p in figures} >= {"trained", "accuracy", "spread", "d50"}
+    d50 = next((out / "tables").glob("trainable-depth-d50-by-learning-rate-*.csv")).read_text()
+    body = list(csv.reader(io.StringIO(d50)))
+    assert body[0] == ["warm-up", "lr", "D50, layers [95%]", "difference to none [95%]", "seeds"]
+    assert [r[1] for r in body[1:4]] == ["0.1", "1", body[3][1]] and body[3][1].startswith("best: ")
 
 
 def test_the_html_renders_in_headless_chromium(study, tmp_path):
@@ -138,8 +143,9 @@ def test_the_html_renders_in_headless_chromium(study, tmp_path):
     start = dom.stdout.index('<pre id="probe">') + len('<pre id="probe">')
     probe_out = json.loads(dom.stdout[start : dom.stdout.index("</pre>", start)])
     n_figures = len(list((folder / "report" / "figures").glob("*.png")))
-    # 10 tables of 2 rows; the verdict's lines (one per lr); a cell's Wilson interval as rendered
-    assert probe_out == {"rows": 10 * 2, "images": n_figures, "decoded": n_figures, "verdict": 2, "interval": True}
+    # 8 tables of 2 rows and the D50 table (2 warm-ups x (2 lrs + best)); one verdict line (best lr
+    # against best lr); a cell's Wilson interval as rendered
+    assert probe_out == {"rows": 8 * 2 + 6, "images": n_figures, "decoded": n_figures, "verdict": 1, "interval": True}
     shot = tmp_path / "shot.png"
     subprocess.run(common + ["--window-size=1200,1600", f"--screenshot={shot}", (folder / "report" / "report.html")
                              .as_uri()], capture_output=True, timeout=120)
@@ -162,7 +168,7 @@ def test_wandb_round_trip_gives_the_same_report(study, tmp_path):
     assert len([x for x in runs if x["job_type"] != "report"]) == 8
     (summary,) = [x for x in runs if x["job_type"] == "report"]
     (logged,) = summary["history"]
-    assert sum(k.startswith("tables/") for k in logged) == 10
+    assert sum(k.startswith("tables/") for k in logged) == 9
     assert all(logged[k]["_type"] == "image-file" for k in logged if k.startswith("figures/"))
     bad = run("report", "--from-wandb", str(tmp_path))
     assert bad.returncode == 2 and "no W&B offline runs" in bad.stderr

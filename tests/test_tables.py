@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -63,10 +64,11 @@ def test_paired_comparisons_and_the_headline():
     lin = next(r for r in t.rows if r.warmup == "linear")
     assert lin.d50.bracketed and lin.difference.excludes(0.0) and lin.difference.value > 0
     (line,) = t.headline()
-    assert line.startswith("linear: trainable to ") and "; none: " in line and "difference +" in line
-    assert "not detectable" not in line
+    # one learning rate: the line says so, and compares the warm-ups at it
+    assert line.startswith("at lr 0.1 only (the learning rate is not controlled): linear: trainable to ")
+    assert "; none: " in line and "difference +" in line and "not detectable" not in line
     table = Table.of_depths(t)
-    assert table.kind == "d50" and table.header[2] == "difference to none" and table.rows[1][2].endswith(" *")
+    assert table.kind == "d50" and table.header[3] == "difference to none [95%]" and table.rows[1][3].endswith(" *")
 
 
 def test_no_difference_is_called_when_there_is_none():
@@ -79,4 +81,48 @@ def test_no_difference_is_called_when_there_is_none():
     assert "no interval with 3 seeds (5 or more needed)" in few.headline()[0]
     # without the baseline in the study, D50 alone
     alone = trainable_depths([r for r in rows if r.warmup == "same"], "none")[0]
-    assert alone.baseline is None and alone.headline()[0].startswith("same: trainable to ")
+    assert alone.baseline is None and "same: trainable to " in alone.headline()[0]
+
+
+def _lr_study(d50: dict[tuple[str, float], float], seeds: int, depths=(4, 8, 16, 24, 32), seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(seeds):
+        for d in depths:
+            u = rng.random()
+            for (w, lr), m in d50.items():
+                p = 1 / (1 + math.exp(8 * (math.log2(d) - math.log2(m))))
+                rows.append(_row(d, w, s, "trained" if u < p else "untrained", 0.5 + 0.4 * p, lr=lr))
+    return rows
+
+
+def test_the_verdict_compares_warm_ups_at_their_best_learning_rates():
+    # the baseline peaks at the middle lr, the warm-up at the largest: each is judged at its own best
+    truth = {("none", 0.1): 10.0, ("none", 0.2): 14.0, ("none", 0.5): 11.0,
+             ("lin", 0.1): 11.0, ("lin", 0.2): 13.0, ("lin", 0.5): 22.0}
+    (t,) = trainable_depths(_lr_study(truth, seeds=10), "none")
+    assert t.lrs == [0.1, 0.2, 0.5] and t.group.lr is None
+    lin = next(r for r in t.rows if r.warmup == "lin")
+    none = next(r for r in t.rows if r.warmup == "none")
+    assert (none.best.lr, lin.best.lr) == (0.2, 0.5)
+    assert lin.best.value == max(f.value for f in lin.by_lr.values())
+    (line,) = t.headline()
+    assert line.startswith("lin at its best lr 0.5: trainable to ") and "; none at its best lr 0.2: " in line
+    assert "(10 seeds; lrs 0.1, 0.2, 0.5)" in line and "not controlled" not in line
+    assert "best lr at the edge of the grid for lin" in line  # 0.5 is the largest lr tried
+    # the printed difference is the difference of the printed D50s
+    a = int(re.search(r"trainable to (\d+) layers", line).group(1))
+    b = int(re.search(r"none at its best lr 0.2: (\d+) ", line).group(1))
+    assert re.search(r"difference ([+-]\d+) \[", line).group(1) == f"{a - b:+d}"
+    table = Table.of_depths(t)
+    assert [r[1] for r in table.rows] == ["0.1", "0.2", "0.5", "best: 0.2", "0.1", "0.2", "0.5", "best: 0.5"]
+
+
+def test_printed_differences_agree_with_printed_depths():
+    for seed in range(12):
+        truth = {("none", 0.1): 12.0 + seed / 3, ("lin", 0.1): 17.0 + seed / 2}
+        (t,) = trainable_depths(_lr_study(truth, seeds=6, seed=seed), "none")
+        line = t.headline()[0]
+        m = re.search(r"lin: trainable to (\d+) layers .*none: (\d+) .*difference ([+-]\d+)", line)
+        if m:
+            assert int(m.group(3)) == int(m.group(1)) - int(m.group(2)), line
