@@ -202,6 +202,11 @@ def d50_by_lr(title: str, rows: list) -> bytes:
     ax.axhspan(lo_d, hi_d, color="gray", alpha=0.06, lw=0)
     ax.set_xscale("log")
     ax.set_yscale("log", base=2)
+    lrs = sorted({lr for r in rows for lr in r.by_lr})
+    ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
+    ax.minorticks_off()
+    ticks = [d for d in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if lo_d / 1.5 <= d <= hi_d * 1.5]
+    ax.set_yticks(ticks, [str(d) for d in ticks])
     ax.set_xlabel("learning rate")
     ax.set_ylabel("D50 (layers)")
     ax.grid(alpha=0.3)

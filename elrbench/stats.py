@@ -385,6 +385,8 @@ def _counts(depths: Sequence[int], trained: Sequence[bool]) -> tuple[np.ndarray,
     return ds, k, n
 
 
+LIMB_CONFIDENCE = 0.99  # Wilson level of "clearly below the peak" for the descending limb (at 0.95 a
+# flat curve was read as falling in 9.5% of simulated studies; coverage.py)
 CALIBRATION_DRAWS = 200  # parametric-bootstrap draws that calibrate each D50 interval's cut
 _COARSE_SLOPES = np.concatenate([[0.0], -np.geomspace(0.02, 200.0, 60)])
 
@@ -412,6 +414,26 @@ def calibrated_cut(x: np.ndarray, n: np.ndarray, m_hat: float, slope: float, rng
     return float(np.quantile(t, confidence))
 
 
+def _flat_loglik(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Log-likelihood of one trained fraction at every depth, for rows of counts."""
+    tk, tn = k.sum(axis=-1), n.sum(axis=-1)
+    q = np.clip(tk / tn, 1e-300, 1 - 1e-16)
+    return np.where(tk > 0, tk * np.log(q), 0.0) + np.where(tk < tn, (tn - tk) * np.log1p(-q), 0.0)
+
+
+def decline_cut(x: np.ndarray, n: np.ndarray, confidence: float = CONFIDENCE, draws: int = CALIBRATION_DRAWS,
+                seed: int = 1) -> float:
+    """How much better than one fraction at every depth (p = 1/2) the best logistic fits by chance:
+    the `confidence` quantile of that log-likelihood gain in studies simulated without any decline
+    (a parametric bootstrap; the gain is no chi-square because the logistic can place a step
+    between any two depths, like a change-point)."""
+    k = np.random.default_rng(seed).binomial(n.astype(np.int64), 0.5, size=(draws, len(x))).astype(np.float64)
+    nn = np.broadcast_to(n, k.shape)
+    m = np.arange(x.min() - 1.0, x.max() + 1.0 + 1e-9, 4 * M_STEP)
+    gain = _loglik(x, m, _COARSE_SLOPES, k, nn).max(axis=(1, 2)) - _flat_loglik(k, nn)
+    return float(np.quantile(gain, confidence))
+
+
 def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: Optional[tuple[float, float]] = None,
                 confidence: float = CONFIDENCE, lr: Optional[float] = None) -> list[Depth50]:
     """D50 for S sets of counts (k, n of shape (S, D)) at the depths ds (each a depth run): the
@@ -419,7 +441,8 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
     the data separate), and its profile-likelihood interval: every m whose profile lies within the
     calibrated cut of the best (calibrated_cut; never below chi2_1(confidence)/2).
     - The fit reads the descending limb: depths shallower than the one with the highest trained
-      fraction are left out (a net too small to reach the threshold is not what D50 is about).
+      fraction are left out when their Wilson interval lies wholly below its (a net too small to
+      reach the threshold is not what D50 is about).
     - Not identified when the interval reaches both ends of the searched range: the data do not say
       that P(trained) falls with depth."""
     ds = np.asarray(ds)
@@ -428,9 +451,17 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
         why = f"needs two depths or more; run at depth {int(ds[0])} only" if len(ds) else "no trial"
         return [Depth50(None, None, None, int(ds.min(initial=0)), int(ds.max(initial=0)), seeds, why=why, lr=lr)
                 for _ in k]
+    # the descending limb: leave out the depths before the most-trained one, but only those whose
+    # Wilson interval lies wholly below that depth's (a clear rise; a flat curve must stay flat, or
+    # picking its noisy maximum would manufacture a decline)
     frac = np.divide(k, n, out=np.full_like(k, -1.0), where=n > 0)
-    start = frac.argmax(axis=1)
-    keep = np.arange(len(ds))[None, :] >= start[:, None]
+    peak = frac.argmax(axis=1)
+    lo_w, hi_w = wilson_bounds(k, np.maximum(n, 1), LIMB_CONFIDENCE)
+    rows = np.arange(len(k))
+    below = (hi_w < lo_w[rows, peak][:, None]) & (n > 0) & (np.arange(len(ds))[None, :] < peak[:, None])
+    # the limb starts after the last clearly lower depth before the peak
+    last = np.where(below.any(axis=1), len(ds) - 1 - np.argmax(below[:, ::-1], axis=1), -1)
+    keep = np.arange(len(ds))[None, :] > last[:, None]
     kk, nn = np.where(keep, k, 0.0), np.where(keep, n, 0.0)
     rng = rng or span(ds)
     x = np.log2(ds)
@@ -451,7 +482,18 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
             continue
         c = max(asymptotic, calibrated_cut(x, nn[i], float(m[j]), float(slope[i, j]), rng, confidence))
         lo, hi = _inside(p, c)
-        if lo == 0 and hi == len(m) - 1:
+        # a decline the data show: the logistic must beat one fraction at every depth by more than it
+        # does by chance (decline_cut), unless that fraction is clearly above or below 1/2 (then D50
+        # lies beyond the grid); a flat curve at 1/2 otherwise passed for a falling one in 9% of
+        # simulated studies (coverage.py)
+        # each of the two checks at half the error: together they keep flat data "not identified" in
+        # at least `confidence` of studies
+        half = (1 + confidence) / 2
+        q_lo, q_hi = wilson_bounds(np.array(kk[i].sum()), np.array(nn[i].sum()), half)
+        above, below = m[j] > x[-1], m[j] < x[0]
+        beyond = (above and q_lo > 0.5) or (below and q_hi < 0.5)  # every depth mostly trains, or none
+        undecided = not beyond and best - float(_flat_loglik(kk[i], nn[i])) <= decline_cut(x, nn[i], half)
+        if (lo == 0 and hi == len(m) - 1) or undecided:
             out.append(Depth50(None, None, None, why=why, **base))
         else:
             out.append(Depth50(float(2 ** m[j]), float(2 ** m[lo]), float(2 ** m[hi]),

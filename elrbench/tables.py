@@ -286,6 +286,10 @@ class Trainable:
         return len(lrs) > 2 and self.best.lr in (lrs[0], lrs[-1])
 
 
+def _trainable(f: stats.Depth50) -> str:
+    return f"trainable to {f.text(' layers')}" if f.value is not None else f"trainable depth {f.text()}"
+
+
 def _layers(v: float) -> str:
     return f"{v:+.0f}" if math.isfinite(v) else ("-inf" if v < 0 else "+inf")
 
@@ -330,7 +334,7 @@ class TrainableDepths:
         for t in self.rows:
             if t is base:
                 continue
-            line = f"{prefix}{self._name(t)}: trainable to {t.best.text(' layers')}"
+            line = f"{prefix}{self._name(t)}: {_trainable(t.best)}"
             seeds = f"{t.best.seeds} seeds{lrs}"
             if base is not None:
                 line += f"; {self._name(base)}: {base.best.text()}"
@@ -353,8 +357,7 @@ class TrainableDepths:
                          + ": the optimum may lie beyond it")
             lines.append(line)
         if not lines and base is not None:
-            lines.append(f"{prefix}{self._name(base)}: trainable to {base.best.text(' layers')} "
-                         f"({base.best.seeds} seeds{lrs})")
+            lines.append(f"{prefix}{self._name(base)}: {_trainable(base.best)} ({base.best.seeds} seeds{lrs})")
         return lines
 
 

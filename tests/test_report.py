@@ -207,7 +207,7 @@ def test_compare_two_runs_of_one_grid(study, tmp_path):
     assert "differ in identity" not in r.stdout  # the same trial ids
     assert "0 of 8 cells differ beyond their 95% intervals" in r.stdout  # one seed: no interval, nothing called
     assert "A: " in r.stdout and "B: " in r.stdout and "the verdicts" in r.stdout
-    assert "linear(steps=10) against none" in r.stdout
+    assert "linear(steps=10) against none" in r.stdout and "at its best lr " in r.stdout
     other = tmp_path / "other"
     other.mkdir()
     (other / "study.json").write_text(json.dumps({"study_id": "x", "n_trials": 0}))

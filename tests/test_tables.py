@@ -79,6 +79,11 @@ def test_no_difference_is_called_when_there_is_none():
     assert "not detectable with 8 seeds" in t.headline()[0]
     few = trainable_depths(_depth_study({"none": 16.0, "lin": 40.0}, seeds=3), "none")[0]
     assert "no interval with 3 seeds (5 or more needed)" in few.headline()[0]
+    flat = [_row(d, w, s, "trained" if s % 2 else "untrained", 0.5) for d in (4, 8, 16, 32) for s in range(10)
+            for w in ("none", "lin")]
+    line = trainable_depths(flat, "none")[0].headline()[0]
+    assert "lin: trainable depth not identified (P(trained) does not fall with depth: 5/10 trained at depth 4" in line
+    assert "difference not estimable: the grid does not bracket both" in line
     # without the baseline in the study, D50 alone
     alone = trainable_depths([r for r in rows if r.warmup == "same"], "none")[0]
     assert alone.baseline is None and "same: trainable to " in alone.headline()[0]
