@@ -7,8 +7,11 @@ Every interval is a 95% interval unless asked otherwise:
 - a fraction (trained k of n): Wilson's score interval;
 - a paired difference of fractions (trained under X minus under Y, the same seeds): Newcombe's
   hybrid score interval for paired data (Newcombe 1998, method 10);
-- a mean (accuracy, spread) and a paired mean difference: Student's t interval over seeds;
-- an interquartile mean: the Tukey-McLaughlin trimmed-mean t interval (winsorized variance);
+- a median accuracy and the median of paired accuracy differences: the order-statistic interval
+  (distribution-free; what the cells and the paired tables print);
+- a mean (spreads) and a paired mean difference: Student's t interval over seeds; an interquartile
+  mean: the Tukey-McLaughlin interval (measured for the record: neither holds 93% on the bimodal
+  accuracies near the edge, so accuracy cells print medians);
 - the probability of improvement P(X > Y): a score-type interval with the Hanley-McNeil variance
   (Newcombe 2006, method 5);
 - D50, the depth at which P(trained) = 0.5: a logistic fit of the outcome on log2(depth) with its
