@@ -382,8 +382,7 @@ def trainable_depths(rows: Iterable[TrialResult], baseline: str) -> list[Trainab
                 mine = [r for r in done if r.warmup == w and r.lr == lr]
                 if mine:
                     fits[w][lr] = stats.depth50([r.depth for r in mine], [r.outcome == "trained" for r in mine],
-                                                len({r.seed for r in mine}), rng if len({r.depth for r in mine}) > 1
-                                                else None, lr=lr)
+                                                len({r.seed for r in mine}), rng, lr=lr)
         items = []
         for w in warmups:
             best = stats.best_depth50(list(fits[w].values()))
