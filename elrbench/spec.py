@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from elrbench.errors import SpecError
@@ -203,8 +212,19 @@ def _nonempty_unique(v: list) -> list:
     return v
 
 
+def _check_depths(v: list[int]) -> list[int]:
+    if any(d < 1 for d in v):
+        raise ValueError(f"depths must be positive, got {v}")
+    cap = limits().depth
+    if any(d > cap for d in v):
+        raise ValueError(f"a depth of {max(v)} is more than the limit of {cap} layers; raise it with "
+                         "ELRBENCH_MAX_DEPTH=N if you mean it")
+    return v
+
+
 class GridSpec(Frozen):
-    depth: list[int]
+    depth: list[int] = Field(default_factory=list, description="the depths of a grid search (an adaptive search "
+                                                             "takes search.depth instead)")
     lr: list[float]
     optimizer: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name="sgd")])
     warmup: list[WarmupSpec] = Field(default_factory=lambda: [WarmupSpec(name="none")])
@@ -216,7 +236,7 @@ class GridSpec(Frozen):
     def _listify(cls, v: Any) -> Any:
         return v if isinstance(v, list) else [v]
 
-    @field_validator("depth", "lr", "optimizer", "warmup", "schedule", "seed")
+    @field_validator("lr", "optimizer", "warmup", "schedule", "seed")
     @classmethod
     def _axis(cls, v: list) -> list:
         return _nonempty_unique(v)
@@ -224,13 +244,9 @@ class GridSpec(Frozen):
     @field_validator("depth")
     @classmethod
     def _depths(cls, v: list[int]) -> list[int]:
-        if any(d < 1 for d in v):
-            raise ValueError(f"depths must be positive, got {v}")
-        cap = limits().depth
-        if any(d > cap for d in v):
-            raise ValueError(f"a depth of {max(v)} is more than the limit of {cap} layers; raise it with "
-                             "ELRBENCH_MAX_DEPTH=N if you mean it")
-        return v
+        if v:  # empty only for an adaptive search (StudySpec checks)
+            _nonempty_unique(v)
+        return _check_depths(v)
 
     @field_validator("lr")
     @classmethod
@@ -311,6 +327,53 @@ class ReportSpec(Frozen):
                                               "compared against, paired by seed")
 
 
+class SearchSpec(Frozen):
+    """Which trials run. grid: every point of the grid. adaptive: per arm (every grid combination but
+    depth and seed), rounds of depths chosen from the outcomes so far where they tell most about D50
+    (elrbench/adaptive.py, docs/statistics.md), until the stopping rule holds."""
+
+    kind: Literal["grid", "adaptive"] = "grid"
+    depth: Optional[tuple[int, int]] = Field(None, description="adaptive: [min, max], the depth range searched "
+                                                               "(every depth in it the models allow)")
+    round_size: int = Field(5, ge=2, le=100, description="adaptive: depths chosen per arm in each round (each run "
+                                                         "by every warm-up of the arm's group, on the same seed)")
+    target_width: Optional[float] = Field(None, gt=0, description="adaptive: an arm is done when its D50 interval "
+                                                                  "is at most this wide (layers)")
+    target_difference: Optional[float] = Field(None, gt=0, description="adaptive: ... and its D50 difference to "
+                                                                       "the baseline's is at most this wide (layers)")
+    max_trials: Optional[int] = Field(None, ge=1, description="adaptive: the trial budget of the whole study")
+
+    @field_validator("depth")
+    @classmethod
+    def _range(cls, v: Optional[tuple[int, int]]) -> Optional[tuple[int, int]]:
+        if v is not None:
+            if not v[0] < v[1]:
+                raise ValueError(f"give [min, max] with min < max, got {list(v)}")
+            _check_depths(list(v))
+        return v
+
+    @model_validator(mode="after")
+    def _fields(self) -> SearchSpec:
+        if self.kind == "grid":
+            extra = sorted(f for f in self.model_fields_set - {"kind"}  # a dumped spec holds every default
+                           if getattr(self, f) != type(self).model_fields[f].default)
+            if extra:
+                raise _problems([(f, "only for kind: adaptive (a grid search runs every point of grid)")
+                                 for f in extra])
+            return self
+        problems = []
+        if self.depth is None:
+            problems.append(("depth", "an adaptive search needs the depth range: depth: [min, max]"))
+        if self.max_trials is None:
+            problems.append(("max_trials", "an adaptive search needs a trial budget: max_trials: N"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+ADAPTIVE_MIN_DEPTHS = 3  # candidate depths an adaptive search needs (two ends and one between)
+
+
 class StudySpec(Frozen):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -322,6 +385,7 @@ class StudySpec(Frozen):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
     output_dir: Path = Field(Path("runs"), validate_default=True, description="study folders go here")
 
     @field_validator("schema_version")
@@ -336,6 +400,8 @@ class StudySpec(Frozen):
     def _abs(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    _depths: list[int] = PrivateAttr(default_factory=list)
+
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
         problems = []
@@ -345,6 +411,7 @@ class StudySpec(Frozen):
                 problems.append((f"workloads.{i}.name", f"workload name '{w.name}' is used twice; set name:"))
             bad = sorted({p for d in self.grid.depth if (p := check_depth(w.model, d, w.model_options))})
             problems += [("grid.depth", f"workload '{w.name}': {p}") for p in bad]
+        problems += self._search_problems()
         labels = [w.label for w in self.grid.warmup]
         if "baseline" in self.report.model_fields_set and self.report.baseline not in labels:
             problems.append(("report.baseline", f"'{self.report.baseline}' is not a warm-up of the grid "
@@ -353,7 +420,7 @@ class StudySpec(Frozen):
             warmup = WARMUPS.get(warm.name).fn
             problems += [(f"grid.warmup.{i}", p) for p in warmup.problems(warm.name, warm.options, self)]
         cap = limits().trials
-        if self.n_trials > cap:
+        if self.search.kind == "grid" and self.n_trials > cap:
             problems.append(("grid", f"{self.n_trials} trials (workloads x every list of the grid) are more than the "
                              f"limit of {cap}; raise it with ELRBENCH_MAX_TRIALS=N if you mean it"))
         n = self.resources.workers_per_trial
@@ -366,6 +433,62 @@ class StudySpec(Frozen):
         if problems:
             raise _problems(problems)
         return self
+
+    def _search_problems(self) -> list[tuple[str, str]]:
+        """The depths trials may take (grid.depth, or every depth of search.depth that each workload
+        allows), set here; and what is wrong with them."""
+        s = self.search
+        if s.kind == "grid":
+            self._depths = list(self.grid.depth)
+            return [] if self.grid.depth else [("grid.depth", "required field is missing (or set search.kind: "
+                                                               "adaptive with search.depth: [min, max])")]
+        if self.grid.depth:
+            return [("grid.depth", "an adaptive search chooses the depths itself from search.depth; remove grid.depth")]
+        lo, hi = s.depth
+        problems = []
+        for w in self.workloads:
+            problems += [("search.depth", f"workload '{w.name}': {p}")
+                         for d in (lo, hi) if (p := check_depth(w.model, d, w.model_options))]
+        if problems:
+            return problems
+        depths = [d for d in range(lo, hi + 1) if all(check_depth(w.model, d, w.model_options) is None
+                                                      for w in self.workloads)]
+        self._depths = depths
+        if len(depths) < ADAPTIVE_MIN_DEPTHS:
+            problems.append(("search.depth", f"[{lo}, {hi}] holds {len(depths)} depths the models allow; an adaptive "
+                             f"search needs {ADAPTIVE_MIN_DEPTHS} or more"))
+        first = self.first_round_trials
+        if s.max_trials < first:
+            problems.append(("search.max_trials", f"{s.max_trials} is less than the first round ({first} trials: "
+                             "round_size x warm-ups x the other grid lists but seed); raise it or lower round_size"))
+        cap = limits().trials
+        if s.max_trials > cap:
+            problems.append(("search.max_trials", f"{s.max_trials} trials are more than the limit of {cap}; raise it "
+                             "with ELRBENCH_MAX_TRIALS=N if you mean it"))
+        if s.target_difference is not None and len(self.grid.warmup) < 2:
+            problems.append(("search.target_difference", "needs two warm-ups or more (a difference to the baseline)"))
+        return problems
+
+    @property
+    def depths(self) -> list[int]:
+        """The depths a trial may have: grid.depth, or every depth an adaptive search may choose."""
+        return self._depths
+
+    @property
+    def adaptive(self) -> bool:
+        return self.search.kind == "adaptive"
+
+    @property
+    def first_round_trials(self) -> int:
+        """Trials of an adaptive search's first round: round_size depths for every arm."""
+        g = self.grid
+        return (self.search.round_size * len(self.workloads) * len(g.lr) * len(g.optimizer) * len(g.warmup)
+                * len(g.schedule))
+
+    @property
+    def max_trials(self) -> int:
+        """The most trials the study runs: every grid point, or an adaptive search's budget."""
+        return min(self.search.max_trials, self.n_trials) if self.adaptive else self.n_trials
 
     # ------------------------------------------------------------ identity and expansion
     def _run_identity(self) -> dict[str, Any]:
@@ -381,13 +504,16 @@ class StudySpec(Frozen):
                  "workloads": [w.identity() for w in self.workloads],
                  "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
                  "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
+        if self.adaptive:  # grid studies keep the ids they had before searches existed
+            ident["search"] = self.search.model_dump(mode="json")
         return _digest(ident)[:12]
 
     @property
     def n_trials(self) -> int:
-        """The number of trials, counted without expanding the grid."""
+        """The number of grid points (trial indices), counted without expanding the grid; an adaptive
+        search runs some of them (max_trials at most)."""
         g = self.grid
-        return (len(self.workloads) * len(g.depth) * len(g.lr) * len(g.optimizer) * len(g.warmup)
+        return (len(self.workloads) * len(self.depths) * len(g.lr) * len(g.optimizer) * len(g.warmup)
                 * len(g.schedule) * len(g.seed))
 
     @property
@@ -399,7 +525,8 @@ class StudySpec(Frozen):
         return self.output_dir / self.study_id
 
     def expand(self) -> list[TrialSpec]:
-        """Every trial of the grid, in grid order (the last list varies fastest)."""
+        """Every trial of the grid, in grid order (the last list varies fastest); of an adaptive search,
+        every trial it could choose."""
         study_id = self.study_id
         return [self.trial(i, study_id) for i in range(self.n_trials)]
 
@@ -407,7 +534,7 @@ class StudySpec(Frozen):
         """The trial at one place of the grid, built without expanding the rest (a worker of a
         10,000-trial study builds only its own)."""
         g = self.grid
-        axes = (self.workloads, g.depth, g.lr, g.optimizer, g.warmup, g.schedule, g.seed)
+        axes = (self.workloads, self.depths, g.lr, g.optimizer, g.warmup, g.schedule, g.seed)
         if not 0 <= index < self.n_trials:
             raise IndexError(f"trial index {index} outside the grid of {self.n_trials}")
         picks, rest = [], index
@@ -426,6 +553,17 @@ class StudySpec(Frozen):
             lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
             diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
         )
+
+
+    def index(self, workload: int, depth: int, lr: int, optimizer: int, warmup: int, schedule: int, seed: int) -> int:
+        """The trial index of a grid point given by the position on each list (depth: in self.depths)."""
+        g = self.grid
+        i = 0
+        for pos, n in zip((workload, depth, lr, optimizer, warmup, schedule, seed),
+                          (len(self.workloads), len(self.depths), len(g.lr), len(g.optimizer), len(g.warmup),
+                           len(g.schedule), len(g.seed))):
+            i = i * n + pos
+        return i
 
 
 class TrialSpec(Frozen):

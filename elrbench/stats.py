@@ -295,14 +295,15 @@ def span(depths: Sequence[int]) -> tuple[float, float]:
 
 
 def profiles(x: Sequence[float], k: np.ndarray, n: np.ndarray, rng: tuple[float, float]
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Profile log-likelihoods of log2 D50 for S sets of counts at the depths 2**x: (m grid, (S, M)
-    profiles, (S, M) slope that attains each). logit P(trained) = b (log2 depth - m), b <= 0,
-    maximum likelihood over b (no penalty: separated data leave every m between the two depths equally
-    good, which is what the data say)."""
+    profiles, (S, M) slope that attains each, (S, B) profiles of the slope over SLOPES).
+    logit P(trained) = b (log2 depth - m), b <= 0, maximum likelihood over b (no penalty: separated
+    data leave every m between the two depths equally good, which is what the data say)."""
     m, log_p, log_q = _grid(tuple(float(v) for v in x), *rng)
     k, n = np.atleast_2d(k).astype(np.float64), np.atleast_2d(n).astype(np.float64)
     out, slope = np.empty((len(k), len(m))), np.empty((len(k), len(m)))
+    by_slope = np.empty((len(k), len(SLOPES)))
     chunk = max(1, 4_000_000 // log_p.shape[1])  # bounded memory: about 32 MB of log-likelihoods at a time
     for i in range(0, len(k), chunk):
         s = slice(i, i + chunk)
@@ -310,7 +311,8 @@ def profiles(x: Sequence[float], k: np.ndarray, n: np.ndarray, rng: tuple[float,
         j = ll.argmax(axis=2)
         out[s] = np.take_along_axis(ll, j[..., None], axis=2)[..., 0]
         slope[s] = SLOPES[j]
-    return m, out, slope
+        by_slope[s] = ll.max(axis=1)
+    return m, out, slope, by_slope
 
 
 def _inside(prof: np.ndarray, c: float) -> tuple[int, int]:
@@ -417,6 +419,23 @@ def calibrated_cut(x: np.ndarray, n: np.ndarray, m_hat: float, slope: float, rng
     return float(np.quantile(t, confidence))
 
 
+NUISANCE_GAMMA = 0.01  # Berger-Boos: the slope's confidence set is at 1 - gamma, each calibration at conf + gamma
+
+
+def robust_cut(x: np.ndarray, n: np.ndarray, by_slope: np.ndarray, m_hat: float, slope: float,
+               rng: tuple[float, float], confidence: float = CONFIDENCE) -> float:
+    """The calibrated cut maximized over the slopes the data allow (Berger & Boos, JASA 89 (1994) 1012:
+    a test maximized over a 1 - gamma confidence set of the nuisance parameter, at level alpha - gamma,
+    holds alpha). Calibrating at the fitted slope alone trusts it: nearly separated data (few trials
+    a depth, as an adaptive design places them near D50) fit a step, whose calibration gives the
+    chi-square cut, and the interval covered 87% (benchmarks/adaptive.py). Here the cut is the largest
+    calibrated one at the fitted slope, at the shallowest slope of the set, and at their geometric mean."""
+    ok = SLOPES[(by_slope >= by_slope.max() - cut(1 - NUISANCE_GAMMA)) & (SLOPES < 0)]  # by_slope: profiles()
+    level = confidence + NUISANCE_GAMMA
+    slopes = {slope} if not len(ok) or slope == 0 else {slope, float(ok.max()), -math.sqrt(ok.max() * slope)}
+    return max(calibrated_cut(x, n, m_hat, b, rng, level) for b in slopes)
+
+
 def _flat_loglik(k: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Log-likelihood of one trained fraction at every depth, for rows of counts."""
     tk, tn = k.sum(axis=-1), n.sum(axis=-1)
@@ -437,6 +456,21 @@ def decline_cut(x: np.ndarray, n: np.ndarray, confidence: float = CONFIDENCE, dr
     return float(np.quantile(gain, confidence))
 
 
+def descending_limb(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The counts (S, D) with the depths before the most-trained one set to 0 of 0, but only those whose
+    Wilson interval lies wholly below that depth's: a clear rise (a flat curve must stay flat, or
+    picking its noisy maximum would manufacture a decline). The limb starts after the last clearly
+    lower depth before the peak."""
+    frac = np.divide(k, n, out=np.full_like(k, -1.0), where=n > 0)
+    peak = frac.argmax(axis=1)
+    lo_w, hi_w = wilson_bounds(k, np.maximum(n, 1), LIMB_CONFIDENCE)
+    rows, cols = np.arange(len(k)), np.arange(k.shape[1])[None, :]
+    below = (hi_w < lo_w[rows, peak][:, None]) & (n > 0) & (cols < peak[:, None])
+    last = np.where(below.any(axis=1), k.shape[1] - 1 - np.argmax(below[:, ::-1], axis=1), -1)
+    keep = cols > last[:, None]
+    return np.where(keep, k, 0.0), np.where(keep, n, 0.0)
+
+
 def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: Optional[tuple[float, float]] = None,
                 confidence: float = CONFIDENCE, lr: Optional[float] = None) -> list[Depth50]:
     """D50 for S sets of counts (k, n of shape (S, D)) at the depths ds (each a depth run): the
@@ -454,21 +488,10 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
         why = f"needs two depths or more; run at depth {int(ds[0])} only" if len(ds) else "no trial"
         return [Depth50(None, None, None, int(ds.min(initial=0)), int(ds.max(initial=0)), seeds, why=why, lr=lr)
                 for _ in k]
-    # the descending limb: leave out the depths before the most-trained one, but only those whose
-    # Wilson interval lies wholly below that depth's (a clear rise; a flat curve must stay flat, or
-    # picking its noisy maximum would manufacture a decline)
-    frac = np.divide(k, n, out=np.full_like(k, -1.0), where=n > 0)
-    peak = frac.argmax(axis=1)
-    lo_w, hi_w = wilson_bounds(k, np.maximum(n, 1), LIMB_CONFIDENCE)
-    rows = np.arange(len(k))
-    below = (hi_w < lo_w[rows, peak][:, None]) & (n > 0) & (np.arange(len(ds))[None, :] < peak[:, None])
-    # the limb starts after the last clearly lower depth before the peak
-    last = np.where(below.any(axis=1), len(ds) - 1 - np.argmax(below[:, ::-1], axis=1), -1)
-    keep = np.arange(len(ds))[None, :] > last[:, None]
-    kk, nn = np.where(keep, k, 0.0), np.where(keep, n, 0.0)
+    kk, nn = descending_limb(k, n)
     rng = rng or span(ds)
     x = np.log2(ds)
-    m, prof, slope = profiles(x, kk, nn, rng)
+    m, prof, slope, by_slope = profiles(x, kk, nn, rng)
     asymptotic = cut(confidence)
     out = []
     for i in range(len(k)):
@@ -483,7 +506,7 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
         if (nn[i] > 0).sum() < 2:
             out.append(Depth50(None, None, None, why=why, **base))
             continue
-        c = max(asymptotic, calibrated_cut(x, nn[i], float(m[j]), float(slope[i, j]), rng, confidence))
+        c = max(asymptotic, robust_cut(x, nn[i], by_slope[i], float(m[j]), float(slope[i, j]), rng, confidence))
         lo, hi = _inside(p, c)
         # a decline the data show: the logistic must beat one fraction at every depth by more than it
         # does by chance (decline_cut), unless that fraction is clearly above or below 1/2 (then D50
