@@ -8,7 +8,7 @@ from rich.table import Table
 
 from elrbench.spec import dump_spec, load_spec
 
-from .common import command, console
+from .common import command, console, search_rule
 from .validate import OVERRIDES
 
 
@@ -19,8 +19,17 @@ def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[st
     s = load_spec(spec, overrides or [])
     if not grid_only:
         console.print(Syntax(dump_spec(s), "yaml", background_color="default"))
-    trials = s.expand()
-    table = Table(title=f"{s.study_id}: {len(trials)} trials -> {s.study_dir}", title_justify="left")
+    if s.adaptive:  # the first round; the later ones depend on its outcomes
+        from elrbench.adaptive import Design
+
+        design = Design(s)
+        trials = [s.trial(i) for i in design.advance(lambda i: None)]
+        title = (f"{s.study_id}: an adaptive search of at most {s.max_trials} trials -> {s.study_dir}; its first "
+                 f"round ({search_rule(s)}):")
+    else:
+        trials = s.expand()
+        title = f"{s.study_id}: {len(trials)} trials -> {s.study_dir}"
+    table = Table(title=title, title_justify="left")
     table.add_column("trial id", overflow="fold")  # shown whole: it is what --trial takes
     for col in ("workload", "depth", "lr", "optimizer", "warm-up", "schedule", "seed"):
         table.add_column(col)

@@ -4,10 +4,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from elrbench.store import StudyStore
 
-from .common import command, console, outcome_counts, print_by_depth
+from .common import command, console, outcome_counts, print_by_depth, search_rule
 
 
 @command
@@ -29,8 +30,11 @@ def status(
     store = StudyStore.open(study_dir)
     meta = store.meta()
     rows = store.results()
-    console.print(f"study {meta['study_id']}: {len(rows)}/{meta['n_trials']} trials have a result "
-                  f"({outcome_counts(rows)})")
+    adaptive = meta.get("search") == "adaptive"
+    console.print(f"study {meta['study_id']}: {len(rows)}/{'up to ' if adaptive else ''}{meta['n_trials']} trials "
+                  f"have a result ({outcome_counts(rows)})")
+    if adaptive:
+        _search(store)
     have = {r.trial_id for r in rows}
     for tdir in sorted((store.root / "trials").glob("*")):
         if tdir.name not in have and (hist := store.history(tdir.name)):  # started, no result yet
@@ -46,3 +50,16 @@ def status(
                       "damaged)", soft_wrap=True)
     if rows:
         print_by_depth(rows)
+
+
+def _search(store: StudyStore) -> None:
+    """Where an adaptive search stands: its round, each arm's D50 interval, and whether it is done."""
+    from elrbench.adaptive import replay
+
+    spec = store.spec()
+    design = replay(spec, store)
+    state = f"over: {design.finished}" if design.finished else (
+        f"round {design.rounds}, {len(design.pending)} of its trials without an outcome")
+    console.print(f"adaptive search ({search_rule(spec)}): {state}", highlight=False, soft_wrap=True)
+    for line in design.status():
+        console.print(Text("  " + line), soft_wrap=True)

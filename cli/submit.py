@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from elrbench.errors import UsageError
 from elrbench.executors import EXECUTORS, Events, Executor, create_executor, preflight
@@ -16,7 +17,7 @@ from elrbench.spec import load_spec
 from elrbench.store import StudyStore, check_output_dir
 from elrbench.workloads import UnknownNameError
 
-from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict
+from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict, search_rule
 from .validate import OVERRIDES
 
 EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
@@ -112,6 +113,21 @@ class ProgressBar(Events):
     def progress(self, trial_id: str, step: int, total: int) -> None:
         self.bar.update(self.steps, completed=step, total=total, description=f"  {trial_id}")
 
+    def round_started(self, number: int, trials: int, arms: list[str]) -> None:
+        """A round of an adaptive search: the bar's total grows by its trials; each arm's state."""
+        self.total = self.done + len(self.results) + trials  # every earlier round has finished
+        self.bar.update(self.study, total=self.total)
+        console.print(f"round {number}: {trials} trials" + ("" if number == 1 else "; the arms as it starts:"),
+                      highlight=False, soft_wrap=True)
+        if number > 1:
+            for line in arms:
+                console.print(Text("  " + line), soft_wrap=True)
+
+    def search_finished(self, why: str, arms: list[str]) -> None:
+        console.print(f"adaptive search over: {why}", highlight=False, soft_wrap=True)
+        for line in arms:
+            console.print(Text("  " + line), soft_wrap=True)
+
     def trial_finished(self, result: TrialResult) -> None:
         self.running.discard(result.trial_id)
         self.results.append(result)
@@ -140,6 +156,9 @@ def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
         def title(total: int, done: int) -> str:
+            if s.adaptive:
+                return (f"study {s.study_id}: adaptive search, up to {total} trials ({done} already finished) on "
+                        f"{executor.where()} -> {store.root}\n  {search_rule(s)}")
             return f"study {s.study_id}: {total} trials ({done} already finished) on {executor.where()} -> {store.root}"
 
         events = ProgressBar(bar, title, started)

@@ -37,6 +37,12 @@ class Events:
     def trial_finished(self, result: TrialResult) -> None:
         pass
 
+    def round_started(self, number: int, trials: int, arms: list[str]) -> None:
+        """An adaptive search starts a round of this many trials (the arms' state as it begins)."""
+
+    def search_finished(self, why: str, arms: list[str]) -> None:
+        """An adaptive search is over (why), or stopped until it is resumed."""
+
 
 class Executor:
     """Runs every unfinished trial of a study and returns all results, in grid order."""
@@ -93,14 +99,8 @@ class InlineExecutor(Executor):
         from elrbench.train import run_trial
 
         events = events or Events()
-        trials = spec.expand()
-        earlier = {t.trial_id: r for t in trials if (r := store.result(t.trial_id)) is not None and r.finished}
-        events.planned(len(trials), len(earlier))
-        results = []
-        for t in trials:
-            if t.trial_id in earlier:
-                results.append(earlier[t.trial_id])
-                continue
+
+        def run(t) -> TrialResult:
             events.trial_started(t.trial_id)
             try:
                 result = run_trial(t, store, progress=lambda step, total, row, tid=t.trial_id:
@@ -110,11 +110,38 @@ class InlineExecutor(Executor):
             except Exception as e:  # noqa: BLE001 - an infrastructure failure is recorded, the study goes on
                 result = TrialResult.failed(t, f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
                 store.write_result(result)
-            results.append(result)
             events.trial_finished(result)
             store.refresh_table()
+            return result
+
+        if spec.adaptive:
+            return self._adaptive(spec, store, events, run)
+        trials = spec.expand()
+        earlier = {t.trial_id: r for t in trials if (r := store.result(t.trial_id)) is not None and r.finished}
+        events.planned(len(trials), len(earlier))
+        results = [earlier[t.trial_id] if t.trial_id in earlier else run(t) for t in trials]
         store.write_table()
         return results
+
+    @staticmethod
+    def _adaptive(spec: StudySpec, store: StudyStore, events: Events, run) -> list[TrialResult]:
+        """The rounds of an adaptive search, one trial after another (elrbench/adaptive.py)."""
+        from elrbench.adaptive import Design, outcomes
+
+        ran: set[int] = set()
+        outcome = outcomes(spec, store, ran)
+        design = Design(spec)
+        pending = design.advance(outcome)
+        events.planned(spec.max_trials, len(design.trials()) - len(pending))
+        while pending:
+            events.round_started(design.rounds, len(pending), design.status())
+            for i in pending:
+                ran.add(i)
+                run(spec.trial(i))
+            pending = design.advance(outcome)
+        events.search_finished(design.finished or "", design.status())
+        store.write_table()
+        return [r for i in design.trials() if (r := store.result(spec.trial(i).trial_id)) is not None]
 
 
 @EXECUTORS.register("ray")

@@ -103,7 +103,9 @@ class StudyStore:
         atomic_write(store.root / "spec.yaml", dump_spec(spec))
         atomic_write(meta_path, json.dumps({
             "study_id": spec.study_id, "name": spec.name, "spec_hash": spec.spec_hash(),
-            "n_trials": spec.n_trials, "elrbench_version": __version__, "machine": machine(),
+            "n_trials": spec.max_trials, **({"search": "adaptive", "search_rule": _search_rule(spec)} if spec.adaptive
+                                            else {}),
+            "elrbench_version": __version__, "machine": machine(),
         }, indent=2))
         return store
 
@@ -303,6 +305,13 @@ class StudyStore:
                 break
             rows.append(row)
         return rows
+
+
+def _search_rule(spec) -> str:
+    from elrbench.adaptive import Rule
+
+    lo, hi = spec.search.depth
+    return f"depths {lo}-{hi} ({len(spec.depths)} allowed), {len(spec.grid.seed)} seeds; {Rule.of(spec.search).text()}"
 
 
 def check_output_dir(spec) -> None:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from elrbench.errors import ElrbenchError, UsageError
 from elrbench.executors import Events
@@ -245,6 +245,8 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
         trials = spec.expand()
         return trials, [t for t in trials if not store.finished(t.trial_id)]
 
+    if spec.adaptive:
+        return _run_adaptive(spec, store, events, tune, address, num_cpus)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         left = pool.submit(left_to_run)
         with ray_cluster(address, num_cpus) as cluster:
@@ -256,30 +258,58 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
     return [r for r in results if r is not None]
 
 
-def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: list[TrialSpec],
-          concurrent: int) -> None:
-    """The Tuner over the pending trials, run to the end.
+def _run_adaptive(spec: StudySpec, store: StudyStore, events: Events, tune: Any, address: Optional[str],
+                  num_cpus: Optional[int]) -> list[TrialResult]:
+    """An adaptive search on Ray Tune: its searcher hands out each round's trials as the outcomes of
+    the round before arrive (elrbench/adaptive.py); returns the results of the trials it chose."""
+    from elrbench.adaptive import Design, outcomes
+
+    with ray_cluster(address, num_cpus) as cluster:
+        design = Design(spec)
+        known = outcomes(spec, store, set())  # failures of an earlier run are run again
+        design.advance(known)  # replays the rounds that finished earlier
+        done_before = len(design.trials()) - len(design.pending)
+        events.planned(spec.max_trials, done_before)
+        if design.pending:
+            events.round_started(design.rounds, len(design.pending), design.status())
+        concurrent = plan_concurrency(spec, cluster)
+        searcher = _adaptive_searcher(spec, store, design, events, concurrent)
+        _tune(spec, store, events, tune, None, concurrent, searcher, spec.trial)
+        events.search_finished(design.finished or "", design.status())
+    store.write_table()
+    return [r for i in design.trials() if (r := store.result(spec.trial(i).trial_id)) is not None]
+
+
+def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: Optional[list[TrialSpec]],
+          concurrent: int, searcher: Any = None, trial_of: Optional[Callable[[int], TrialSpec]] = None) -> None:
+    """The Tuner over the pending trials (or those an adaptive searcher hands out), run to the end.
 
     Tune sees small configs (the study folder and a chunk's indices), handed out one at a time by a
     searcher: a grid_search over every trial's spec made Tune copy the whole list once per trial
     (measured: 227 s before the first of 2,000 trials started). Nothing given to Tune per trial may
     hold the whole study (Tune keeps it in every trial's saved state)."""
-    if not pending:
+    if searcher is None and not pending:
         return
     r = spec.resources
     if r.workers_per_trial == 1:
         resources, retries = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}, r.max_failures
     else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
         resources, retries = {"cpu": 0, "memory": 1e6}, 0
-    chunks = chunked(pending, concurrent, r.workers_per_trial)
+    if searcher is None:
+        chunks = chunked(pending, concurrent, r.workers_per_trial)
+        searcher, samples = _chunk_searcher(chunks), len(chunks)
+        by_index = {t.index: t for t in pending}
+        trial_of = by_index.get
+    else:
+        samples = -1  # until the searcher says FINISHED
     tuner = tune.Tuner(
         tune.with_resources(_trainable, resources),
         param_space={"study_dir": str(store.root)},
-        tune_config=tune.TuneConfig(search_alg=_chunk_searcher(chunks), num_samples=len(chunks),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=samples,
                                     max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
                                     trial_dirname_creator=_dirname),
         run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
-                                  callbacks=[_progress_callback(store, pending, events)],
+                                  callbacks=[_progress_callback(store, trial_of, events)],
                                   failure_config=tune.FailureConfig(max_failures=retries)),
     )
     # At the end Tune reads every trial's metrics back from its own logger files, which elrbench turns
@@ -328,11 +358,64 @@ def _chunk_searcher(chunks: list[list[TrialSpec]]):
         def restore(self, checkpoint_path: str) -> None:
             self.left = json.loads(Path(checkpoint_path).read_text())
 
-    return Chunks([{"indices": [t.index for t in c],
-                    "name": c[0].trial_id if len(c) == 1 else f"{c[0].trial_id}+{len(c) - 1}"} for c in chunks])
+    return Chunks([_chunk_config(c) for c in chunks])
 
 
-def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Events):
+def _chunk_config(c: list[TrialSpec]) -> dict[str, Any]:
+    return {"indices": [t.index for t in c], "name": c[0].trial_id if len(c) == 1 else f"{c[0].trial_id}+{len(c) - 1}"}
+
+
+def _adaptive_searcher(spec: StudySpec, store: StudyStore, design: Any, events: Events, concurrent: int):
+    """A Tune searcher that runs an adaptive search round by round: it hands out the chunks of the
+    current round's trials, waits (None) while any is in flight, then asks the design for the next
+    round from the outcomes in the study folder, until it is over (FINISHED). What it hands out
+    depends on the outcomes only, never on which trial finished first."""
+    from elrbench.adaptive import outcomes
+
+    search = _ray().tune.search
+
+    class Rounds(search.Searcher):
+        def __init__(self, spec: StudySpec, store: StudyStore, design: Any, events: Events, concurrent: int) -> None:
+            super().__init__()
+            self.spec, self.store, self.design, self.events, self.concurrent = spec, store, design, events, concurrent
+            self.queue: list[dict[str, Any]] = []
+            self.in_flight: set[str] = set()
+            self.ran: set[int] = set()  # trials handed out in this run (a failure among them stops the search)
+
+        def __getstate__(self) -> dict:  # Tune may pickle it: nothing of the driver's goes along
+            return {}
+
+        def suggest(self, trial_id: str):
+            design = self.design
+            if not self.queue:
+                if self.in_flight:
+                    return None
+                rounds = design.rounds
+                pending = design.advance(outcomes(self.spec, self.store, self.ran))
+                if not pending:
+                    return search.Searcher.FINISHED
+                if design.rounds != rounds:
+                    self.events.round_started(design.rounds, len(pending), design.status())
+                self.ran |= set(pending)
+                chunks = chunked([self.spec.trial(i) for i in pending], self.concurrent,
+                                 self.spec.resources.workers_per_trial)
+                self.queue = [_chunk_config(c) for c in reversed(chunks)]
+            self.in_flight.add(trial_id)
+            return self.queue.pop()
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            self.in_flight.discard(trial_id)
+
+        def save(self, checkpoint_path: str) -> None:  # the design is replayed from the study folder
+            Path(checkpoint_path).write_text(json.dumps({"rounds": self.design.rounds}))
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    return Rounds(spec, store, design, events, concurrent)
+
+
+def _progress_callback(store: StudyStore, trial_of: Callable[[int], Optional[TrialSpec]], events: Events):
     """A Tune callback that passes trial events on and records failed trials in the store.
 
     Its class is made here because its base comes from ray.tune, which may only be imported after
@@ -340,8 +423,8 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
     closure and its instances pickle empty, so the driver-side events stay out of the pickle."""
 
     class Progress(_ray().tune.Callback):
-        def __init__(self, store: StudyStore, by_index: dict[int, TrialSpec], events: Events) -> None:
-            self.store, self.by_index, self.events = store, by_index, events
+        def __init__(self, store: StudyStore, trial_of: Callable[[int], Optional[TrialSpec]], events: Events) -> None:
+            self.store, self.trial_of, self.events = store, functools.lru_cache(maxsize=4096)(trial_of), events
             self.started: set[int] = set()
             self.finished: set[int] = set()
 
@@ -351,10 +434,10 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
         def _start(self, index: int) -> None:
             if index not in self.started:
                 self.started.add(index)
-                self.events.trial_started(self.by_index[index].trial_id)
+                self.events.trial_started(self.trial_of(index).trial_id)
 
         def _finish(self, index: int, result: TrialResult | None = None) -> None:
-            tid = self.by_index[index].trial_id
+            tid = self.trial_of(index).trial_id
             result = result or self.store.result(tid)
             if index not in self.finished and result is not None:
                 self.finished.add(index)
@@ -365,11 +448,11 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             index = result.get("index")
-            if index not in self.by_index:
+            if index is None or self.trial_of(index) is None:
                 return
             self._start(index)
             if "total_steps" in result:
-                self.events.progress(self.by_index[index].trial_id, int(result["step"]), int(result["total_steps"]))
+                self.events.progress(self.trial_of(index).trial_id, int(result["step"]), int(result["total_steps"]))
             if result.get("finished"):
                 self._finish(index)
 
@@ -379,14 +462,14 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             for index in trial.config["indices"]:
-                self._cleanup(self.by_index[index])
+                self._cleanup(self.trial_of(index))
                 self._finish(index)
             self.store.refresh_table()
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = _error_text(trial)
             for index in trial.config["indices"]:
-                t = self.by_index[index]
+                t = self.trial_of(index)
                 self._cleanup(t)
                 if not self.store.finished(t.trial_id):
                     result = TrialResult.failed(t, error)
@@ -396,7 +479,7 @@ def _progress_callback(store: StudyStore, pending: list[TrialSpec], events: Even
                     self._finish(index)
             self.store.refresh_table()
 
-    return Progress(store, {t.index: t for t in pending}, events)
+    return Progress(store, trial_of, events)
 
 
 def _error_text(trial: Any) -> str:
