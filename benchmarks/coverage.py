@@ -1,7 +1,7 @@
 """Coverage of every 95% interval elrbench prints, on simulated studies whose truth is known.
 
-    python benchmarks/coverage.py            # every scenario, 400 replications each (~15 min on 2 cores)
-    python benchmarks/coverage.py --quick    # fewer scenarios and 100 replications (~2 min)
+    python benchmarks/coverage.py            # every scenario, 400 replications each, adaptive ones 100
+    python benchmarks/coverage.py --quick    # fewer scenarios, 100 replications, adaptive ones 25
 
 A simulated study has two warm-ups, X and the baseline Y, one or several learning rates, the
 demo's depths (4, 8, 16, 24, 32) and n seeds. The truth is P(trained | depth) for each warm-up and lr:
@@ -19,7 +19,10 @@ coverage (the share of intervals that hold the truth, pooled over the cells of a
 worst cell), its median width, and the width it needed (twice the 95th percentile of |estimate -
 truth|): a method is grossly conservative when it covers over 99.5% with more than twice that
 width. An interval that is not given (too few seeds, all values equal, D50 not identified) is
-counted apart ('given'). The last table times the report of a 10,000-trial study's statistics.
+counted apart ('given'). The adaptive scenarios run elrbench's adaptive search (elrbench/adaptive.py,
+simulated as in benchmarks/adaptive.py: depths 4-32, 10 seeds, round_size 5) to its stopping rule and
+count the intervals the verdict prints at that point. The last table times the report of a
+10,000-trial study's statistics.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import numpy as np
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/adaptive.py: the simulated search
 from elrbench import stats  # noqa: E402
 
 DEPTHS = np.array([4, 8, 16, 24, 32])
@@ -231,6 +235,63 @@ def replicate(sc: Scenario, tr: dict, reps: int, seed: int, tallies: dict[str, T
                 0, float(d50_true[0].max() - d50_true[1].max()), stats.best_depth50_difference(fits[0], fits[1]))
 
 
+# ---------------------------------------------------------------- adaptive searches (elrbench/adaptive.py)
+@dataclass
+class AdaptiveScenario:
+    name: str
+    d50: np.ndarray  # (2, L): X, the baseline Y
+    slope: float
+    target: float
+    budget: int
+
+
+def adaptive_scenarios(quick: bool) -> list[AdaptiveScenario]:
+    out = [AdaptiveScenario("slope -12, D50 X 21 / Y 15, target 4", np.array([[21.0], [15.0]]), -12.0, 4.0, 400),
+           AdaptiveScenario("slope -30, D50 X 12.5 / Y 9, target 4", np.array([[12.5], [9.0]]), -30.0, 4.0, 400)]
+    if not quick:
+        out += [AdaptiveScenario("slope -3, D50 X 21 / Y 15, target 6", np.array([[21.0], [15.0]]), -3.0, 6.0, 400),
+                AdaptiveScenario("3 lrs, slope -6: X's D50 12/16/22, Y's 10/14/12, target 6",
+                                 np.array([[12.0, 16.0, 22.0], [10.0, 14.0, 12.0]]), -6.0, 6.0, 600)]
+    return out
+
+
+def replicate_adaptive(sc: AdaptiveScenario, reps: int, seed: int, tallies: dict[str, Tally]) -> list[int]:
+    """Adaptive searches of the scenario (10 seeds, depths 4-32, round_size 5): every interval as the
+    verdict prints it when the search stopped. Returns the trials each search ran."""
+    from adaptive import Truth, run_adaptive
+
+    from elrbench.adaptive import Rule
+
+    rng = np.random.default_rng(seed)
+    truth = Truth(sc.name, (float(sc.d50[0, 0]), float(sc.d50[1, 0])), sc.slope)
+    L = sc.d50.shape[1]
+    trials = []
+    for _ in range(reps):
+        search = run_adaptive(truth, Rule(sc.target, None, 5, sc.budget), 10, rng, d50s=sc.d50)
+        trials.append(search.issued)
+        fits = [[search.arms[g * 2 + w].fit for g in range(L)] for w in range(2)]
+        for w in range(2):
+            for i in range(L):
+                f = fits[w][i]
+                tallies["adaptive: D50"].add((w, i), float(sc.d50[w, i]), f,
+                                             *(open_ends(f) if f.value is not None else (None, None)))
+        for i in range(L):
+            tallies["adaptive: D50 difference"].add(i, float(sc.d50[0, i] - sc.d50[1, i]),
+                                                    stats.depth50_difference(fits[0][i], fits[1][i]))
+        if L > 1:
+            for w in range(2):
+                b = stats.best_depth50(fits[w])
+                tallies["adaptive: best-lr D50"].add(w, float(sc.d50[w].max()), b,
+                                                     *(open_ends(b) if b.value is not None else (None, None)))
+            tallies["adaptive: best-lr D50 difference"].add(
+                0, float(sc.d50[0].max() - sc.d50[1].max()), stats.best_depth50_difference(fits[0], fits[1]))
+    return trials
+
+
+ADAPTIVE_KINDS = ["adaptive: D50", "adaptive: D50 difference", "adaptive: best-lr D50",
+                  "adaptive: best-lr D50 difference"]
+
+
 KINDS = ["cell: trained fraction (Wilson)", "cell: Δtrained (Newcombe paired)",
          "cell: median accuracy (order statistics)", "cell: Δaccuracy, median (order statistics)",
          "cell: P(X>Y) (score, Hanley-McNeil)", "D50 (profile likelihood)", "D50 difference (profile)",
@@ -288,6 +349,29 @@ def report_speed() -> tuple[float, float, int]:
     return tables, whole, len(rows)
 
 
+def print_table(tallies: dict[str, Tally], kinds: list[str], name: str, seeds: int, failures: list) -> None:
+    """One scenario's coverage table; a printed interval below 93% goes to failures."""
+    print("| interval | coverage | worst cell | given | median width | needed width |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for k in kinds:
+        t = tallies[k]
+        if not t.cells:
+            continue
+        cov, worst, given, med, need = summarize(t)
+        if given == 0:
+            print(f"| {k} | no interval (too few seeds) | - | 0% | - | - |", flush=True)
+            continue
+        flag = ""
+        if cov < 0.93:
+            flag = " **below 93%**"
+            if not k.startswith("not printed"):
+                failures.append((name, seeds, k, round(cov, 3)))
+        elif cov > 0.995 and med > 2 * need > 0:
+            flag = " (conservative)"
+        worst_text = "-" if math.isnan(worst) else f"{worst:.0%}"
+        print(f"| {k} | {cov:.1%}{flag} | {worst_text} | {given:.0%} | {med:.3g} | {need:.3g} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer scenarios, 100 replications (~2 min)")
@@ -302,25 +386,16 @@ def main() -> None:
         tallies = {k: Tally() for k in KINDS}
         replicate(sc, truths(sc.p), reps, 1000 + s_i, tallies)
         print(f"\n## {sc.name}; {sc.seeds} seeds{'' if sc.lrs == 1 else f', {sc.lrs} lrs'}")
-        print("| interval | coverage | worst cell | given | median width | needed width |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for k in KINDS:
-            t = tallies[k]
-            if not t.cells:
-                continue
-            cov, worst, given, med, need = summarize(t)
-            if given == 0:
-                print(f"| {k} | no interval (too few seeds) | - | 0% | - | - |", flush=True)
-                continue
-            flag = ""
-            if cov < 0.93:
-                flag = " **below 93%**"
-                if not k.startswith("not printed"):
-                    failures.append((sc.name, sc.seeds, k, round(cov, 3)))
-            elif cov > 0.995 and med > 2 * need > 0:
-                flag = " (conservative)"
-            worst_text = "-" if math.isnan(worst) else f"{worst:.0%}"
-            print(f"| {k} | {cov:.1%}{flag} | {worst_text} | {given:.0%} | {med:.3g} | {need:.3g} |", flush=True)
+        print_table(tallies, KINDS, sc.name, sc.seeds, failures)
+    a_reps = max(20, reps // 4)
+    print(f"\n### adaptive searches: {a_reps} replications each, 10 seeds, depths 4-32 (every integer), "
+          "round_size 5, stopped at the target width (the 99% D50 interval of every arm) or the budget")
+    for s_i, sc in enumerate(adaptive_scenarios(args.quick)):
+        tallies = {k: Tally() for k in ADAPTIVE_KINDS}
+        n = replicate_adaptive(sc, a_reps, 5000 + s_i, tallies)
+        print(f"\n## adaptive: {sc.name}; median {np.median(n):.0f} trials [{np.percentile(n, 25):.0f}, "
+              f"{np.percentile(n, 75):.0f}]")
+        print_table(tallies, ADAPTIVE_KINDS, sc.name, 10, failures)
     secs, whole, trials = report_speed()
     print(f"\nreport of a {trials:,}-trial study (5 lrs, 4 warm-ups, 5 depths, 100 seeds), from results in memory: "
           f"statistics {secs:.1f} s (every cell, paired, D50 per lr and at the best lr), the whole report "

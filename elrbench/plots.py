@@ -160,11 +160,19 @@ def trained_by_depth(title: str, depths: list[int], warmups: list[str], cells: d
             if fit.bracketed:
                 ax.axvline(fit.value, color=c, lw=0.8, ls=":")
     ax.axhline(0.5, color="gray", lw=0.6, ls="--")
+    # where the trials were placed (an adaptive search places them unevenly): the count at each depth
+    n = {d: max(cells[(d, w)].finished for w in warmups) for d in depths}
+    top = max(n.values(), default=1) or 1
+    ax.vlines(depths, -0.16, [-0.16 + 0.1 * n[d] / top for d in depths], color="0.4", lw=2.5)
+    for d in depths:
+        ax.text(d, -0.045, str(n[d]), fontsize=6, ha="center", va="bottom", color="0.3")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.set_xlabel("depth")
+    step = max(1, math.ceil(len(depths) / 12))  # at most about 12 labels
+    ticks = depths[::step] if depths[-1] in depths[::step] else [*depths[::step], depths[-1]]
+    ax.set_xticks(ticks, [str(d) for d in ticks])
+    ax.set_xlabel("depth (grey: trials at each depth, the most = full height)")
     ax.set_ylabel("P(trained)")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-0.17, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="warm-up", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=9)

@@ -54,6 +54,7 @@ class Source:
     origin: str = ""
     baseline: str = "none"  # the warm-up every other is compared against (the spec's report.baseline)
     damaged: dict[str, str] = field(default_factory=dict)  # files that could not be read -> why (filled as read)
+    search: Optional[str] = None  # an adaptive search's range and stopping rule (None: a grid)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class Report:
 def from_store(store: StudyStore) -> Source:
     meta = store.meta()
     return Source(meta.get("study_id", store.root.name), store.results(), store.history, store.layers,
-                  meta.get("n_trials"), f"results store {store.root}", store.baseline(), store.damaged)
+                  meta.get("n_trials"), f"results store {store.root}", store.baseline(), store.damaged,
+                  meta.get("search_rule") if meta.get("search") == "adaptive" else None)
 
 
 def from_wandb(folder: Path) -> Source:
@@ -175,7 +177,8 @@ def trained_figures(ctx: Context) -> list[Drawn]:
         d = fits.get(Group(g.group.workload, g.group.optimizer, g.group.schedule))
         at_lr = {r.warmup: r.by_lr[g.group.lr] for r in d.rows if g.group.lr in r.by_lr} if d else {}
         out.append((f"trained-{label}", "P(trained) against depth: fraction over seeds, 95% Wilson band and the "
-                    f"logistic fit whose 0.5 crossing is D50: {label}",
+                    "logistic fit whose 0.5 crossing is D50; the number of trials at each depth along the bottom: "
+                    f"{label}",
                     plots.trained_by_depth(label, g.depths, g.warmups, g.cells, at_lr)))
     return out
 
@@ -300,13 +303,19 @@ figure{margin:1em 0 2em}figcaption{font-size:.9em;color:#555}.note{color:#555;fo
 
 def _html(src: Source, rep: Report) -> str:
     counts = make_cell(src.rows)
-    planned = f" of {src.n_planned} planned" if src.n_planned else ""
+    planned = (f" (an adaptive search of at most {src.n_planned})" if src.search else
+               f" of {src.n_planned} planned") if src.n_planned else ""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>elrbench: {html.escape(src.title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Trainability report: {html.escape(src.title)}</h1>",
              f"<p>{len(src.rows)} trials with a result{planned}: {counts.trained} trained, {counts.diverged} "
              f"diverged, {counts.failed} failed. From the {html.escape(src.origin)}; generated "
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"]
+    if src.search:
+        parts.append("<p>Adaptive search: each round chose the next depths of every arm (a workload, lr, optimizer "
+                     "and schedule, under each warm-up on the same seeds) from the outcomes so far, where they tell "
+                     "most about its D50; the P(trained) figures count the trials at each depth. "
+                     f"Range and stopping rule: {html.escape(src.search)}.</p>")
     if rep.headline:
         parts.append("<h2 id='verdict'>Verdict</h2><ul class='headline'>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in rep.headline) + "</ul>")

@@ -65,6 +65,8 @@ class Recorder(Events):
         self.started: list[str] = []
         self.steps: list[tuple[str, int, int]] = []
         self.finished: list = []
+        self.rounds: list[tuple[int, int]] = []  # an adaptive search's rounds: (number, trials)
+        self.over: list[str] = []
 
     def trial_started(self, trial_id: str) -> None:
         self.started.append(trial_id)
@@ -74,6 +76,12 @@ class Recorder(Events):
 
     def trial_finished(self, result) -> None:
         self.finished.append(result)
+
+    def round_started(self, number: int, trials: int, arms: list[str]) -> None:
+        self.rounds.append((number, trials))
+
+    def search_finished(self, why: str, arms: list[str]) -> None:
+        self.over.append(why)
 
 
 class Died(Exception):
