@@ -343,6 +343,7 @@ class Depth50:
     slope: float = 0.0  # fitted logit change per doubling of depth (<= 0)
     why: Optional[str] = None
     lr: Optional[float] = None  # the learning rate it belongs to (at the best lr: the one chosen)
+    calibration: float = 1.0  # its cut over the chi-square one (>= 1; the parametric-bootstrap calibration)
     m: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # log2 D50 grid
     profile: Optional[np.ndarray] = field(default=None, compare=False, repr=False)  # its profile log-lik
 
@@ -363,8 +364,9 @@ class Depth50:
         return self.value is not None and not self.below and not self.above
 
     def interval(self, confidence: float) -> tuple[float, float]:
-        """The profile-likelihood interval at another level (in layers; ends beyond the grid stay so)."""
-        lo, hi = _interval(self.m, self.profile, cut(confidence))
+        """The profile-likelihood interval at another level (in layers; ends beyond the grid stay so), its
+        chi-square cut scaled by this fit's calibration."""
+        lo, hi = _interval(self.m, self.profile, cut(confidence) * self.calibration)
         return 2**lo, 2**hi
 
     def _end(self, v: Optional[float]) -> str:
@@ -523,7 +525,7 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
             out.append(Depth50(None, None, None, why=why, **base))
         else:
             out.append(Depth50(float(2 ** m[j]), float(2 ** m[lo]), float(2 ** m[hi]),
-                               slope=float(slope[i, j]), **base))
+                               slope=float(slope[i, j]), calibration=c / asymptotic, **base))
     return out
 
 
@@ -551,15 +553,19 @@ def _difference_profile(x: Depth50, y: Depth50) -> tuple[np.ndarray, np.ndarray]
 
 
 def _difference_bounds(x: Depth50, y: Depth50, confidence: float) -> tuple[float, float]:
+    """The difference's profile interval at the chi-square cut scaled by the larger of the two fits'
+    calibrations: with the chi-square cut alone the difference covered 88% under an adaptive design
+    whose fits needed calibrating (benchmarks/adaptive.py, slope -6)."""
     delta, prof = _difference_profile(x, y)
-    i, j = _inside(prof, cut(confidence))
+    i, j = _inside(prof, cut(confidence) * max(x.calibration, y.calibration))
     return (-math.inf if i == 0 else float(delta[i])), (math.inf if j == len(delta) - 1 else float(delta[j]))
 
 
 def depth50_difference(x: Depth50, y: Depth50, confidence: float = CONFIDENCE) -> Estimate:
     """D50(X) - D50(Y) in layers: the difference of the two estimates, with the interval that inverts
     the profile likelihood of the difference (every difference whose profile lies within
-    chi2_1(confidence)/2 of the best). X and Y are taken as independent; trials paired by seed are
+    chi2_1(confidence)/2 of the best, scaled by the larger calibration of the two fits). X and Y are
+    taken as independent; trials paired by seed are
     positively correlated in practice, which can only make the interval wider than needed."""
     if x.m is not None and y.m is not None and (len(x.m) != len(y.m) or x.m[0] != y.m[0]):
         raise ValueError("D50 fits to be compared must share their grid (fit them with the same rng)")
@@ -594,7 +600,7 @@ def best_depth50(fits: Sequence[Depth50], confidence: float = CONFIDENCE) -> Dep
     ends = [(2 ** f.m[0], 2 ** f.m[-1]) if f.value is None else f.interval(c) for f in fits if f.m is not None]
     lo, hi = max(e[0] for e in ends), max(e[1] for e in ends)
     return Depth50(best.value, lo, hi, min(f.min_depth for f in fits), max(f.max_depth for f in fits),
-                   min(f.seeds for f in fits), best.slope, None, best.lr, best.m, best.profile)
+                   min(f.seeds for f in fits), best.slope, None, best.lr, best.calibration, best.m, best.profile)
 
 
 def best_depth50_difference(xs: Sequence[Depth50], ys: Sequence[Depth50], confidence: float = CONFIDENCE) -> Estimate:

@@ -113,7 +113,7 @@ def test_the_verdict_compares_warm_ups_at_their_best_learning_rates():
     assert lin.best.value == max(f.value for f in lin.by_lr.values())
     (line,) = t.headline()
     assert line.startswith("lin at its best lr 0.5: trainable to ") and "; none at its best lr 0.2: " in line
-    assert "(10 seeds; lrs 0.1, 0.2, 0.5)" in line and "not controlled" not in line
+    assert "10 seeds; lrs 0.1, 0.2, 0.5" in line and "not controlled" not in line
     assert "best lr at the edge of the grid for lin" in line  # 0.5 is the largest lr tried
     # the printed difference is the difference of the printed D50s
     a = int(re.search(r"trainable to (\d+) layers", line).group(1))
