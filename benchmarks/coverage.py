@@ -376,6 +376,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer scenarios, 100 replications (~2 min)")
     ap.add_argument("--reps", type=int, default=None, help="replications per scenario (default 400; quick 100)")
+    ap.add_argument("--adaptive-reps", type=int, default=None,
+                    help="replications per adaptive scenario (default a quarter of --reps, 20 at least)")
     args = ap.parse_args()
     reps = args.reps or (100 if args.quick else 400)
     t0 = time.perf_counter()
@@ -387,7 +389,7 @@ def main() -> None:
         replicate(sc, truths(sc.p), reps, 1000 + s_i, tallies)
         print(f"\n## {sc.name}; {sc.seeds} seeds{'' if sc.lrs == 1 else f', {sc.lrs} lrs'}")
         print_table(tallies, KINDS, sc.name, sc.seeds, failures)
-    a_reps = max(20, reps // 4)
+    a_reps = args.adaptive_reps or max(20, reps // 4)
     print(f"\n### adaptive searches: {a_reps} replications each, 10 seeds, depths 4-32 (every integer), "
           "round_size 5, stopped at the target width (the 99% D50 interval of every arm) or the budget")
     for s_i, sc in enumerate(adaptive_scenarios(args.quick)):
