@@ -167,8 +167,11 @@ def trained_by_depth(title: str, depths: list[int], warmups: list[str], cells: d
     for d in depths:
         ax.text(d, -0.045, str(n[d]), fontsize=6, ha="center", va="bottom", color="0.3")
     ax.set_xscale("log", base=2)
-    step = max(1, math.ceil(len(depths) / 12))  # at most about 12 labels
-    ticks = depths[::step] if depths[-1] in depths[::step] else [*depths[::step], depths[-1]]
+    ticks: list[int] = []  # labels at least 0.2 doublings apart (an adaptive search's depths crowd), the last kept
+    for d in reversed(depths):
+        if not ticks or math.log2(ticks[-1] / d) >= 0.2:
+            ticks.append(d)
+    ticks.reverse()
     ax.set_xticks(ticks, [str(d) for d in ticks])
     ax.set_xlabel("depth (grey: trials at each depth, the most = full height)")
     ax.set_ylabel("P(trained)")
