@@ -88,13 +88,6 @@ def print_verdict(lines: list[str]) -> None:
             console.print(Text("  " + line), soft_wrap=True)
 
 
-def search_rule(spec: StudySpec) -> str:
-    """An adaptive search's range and stopping rule, in words."""
-    from elrbench.store import _search_rule
-
-    return _search_rule(spec)
-
-
 def outcome_counts(rows: Iterable[TrialResult]) -> str:
     counts: dict[str, int] = {}
     for r in rows:

@@ -6,9 +6,10 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
+from elrbench.adaptive import describe
 from elrbench.spec import dump_spec, load_spec
 
-from .common import command, console, search_rule
+from .common import command, console
 from .validate import OVERRIDES
 
 
@@ -25,7 +26,7 @@ def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[st
         design = Design(s)
         trials = [s.trial(i) for i in design.advance(lambda i: None)]
         title = (f"{s.study_id}: an adaptive search of at most {s.max_trials} trials -> {s.study_dir}; its first "
-                 f"round ({search_rule(s)}):")
+                 f"round ({describe(s)}):")
     else:
         trials = s.expand()
         title = f"{s.study_id}: {len(trials)} trials -> {s.study_dir}"

@@ -6,9 +6,10 @@ from typing import Optional
 import typer
 from rich.text import Text
 
+from elrbench.adaptive import describe
 from elrbench.store import StudyStore
 
-from .common import command, console, outcome_counts, print_by_depth, search_rule
+from .common import command, console, outcome_counts, print_by_depth
 
 
 @command
@@ -60,6 +61,6 @@ def _search(store: StudyStore) -> None:
     design = replay(spec, store)
     state = f"over: {design.finished}" if design.finished else (
         f"round {design.rounds}, {len(design.pending)} of its trials without an outcome")
-    console.print(f"adaptive search ({search_rule(spec)}): {state}", highlight=False, soft_wrap=True)
+    console.print(f"adaptive search ({describe(spec)}): {state}", highlight=False, soft_wrap=True)
     for line in design.status():
         console.print(Text("  " + line), soft_wrap=True)

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from elrbench.adaptive import describe
 from elrbench.errors import UsageError
 from elrbench.executors import EXECUTORS, Events, Executor, create_executor, preflight
 from elrbench.result import TrialResult
@@ -17,7 +18,7 @@ from elrbench.spec import load_spec
 from elrbench.store import StudyStore, check_output_dir
 from elrbench.workloads import UnknownNameError
 
-from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict, search_rule
+from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict
 from .validate import OVERRIDES
 
 EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
@@ -158,7 +159,7 @@ def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
         def title(total: int, done: int) -> str:
             if s.adaptive:
                 return (f"study {s.study_id}: adaptive search, up to {total} trials ({done} already finished) on "
-                        f"{executor.where()} -> {store.root}\n  {search_rule(s)}")
+                        f"{executor.where()} -> {store.root}\n  {describe(s)}")
             return f"study {s.study_id}: {total} trials ({done} already finished) on {executor.where()} -> {store.root}"
 
         events = ProgressBar(bar, title, started)

@@ -173,6 +173,7 @@ class Arm:
     seeds: list[int] = field(default_factory=list)
     trained: list[bool] = field(default_factory=list)
     fit: Optional[stats.Depth50] = None
+    fitted: int = -1  # how many outcomes the fit saw (an arm whose group ran nothing new is not refitted)
     difference: Optional[stats.Estimate] = None
     done: bool = False
     why: str = "first round"
@@ -238,7 +239,9 @@ class Search:
         cand, rule = lay.candidates, lay.rule
         rng = stats.span(cand)
         for a in self.arms:
-            a.fit = stats.depth50([cand[d] for d in a.depths], a.trained, len(set(a.seeds)), rng, lr=a.lr)
+            if a.fitted != len(a.depths):
+                a.fit = stats.depth50([cand[d] for d in a.depths], a.trained, len(set(a.seeds)), rng, lr=a.lr)
+                a.fitted = len(a.depths)
         for a in self.arms:
             base = (self.arms[a.group * len(lay.warmups) + lay.baseline]
                     if lay.baseline is not None and a.warmup != lay.baseline else None)
@@ -381,9 +384,19 @@ class Design:
     def rounds(self) -> int:
         return len(self.search.rounds)
 
+    def results(self, store) -> list:
+        """The results of every trial the search chose, round by round (what an executor returns)."""
+        return [r for i in self.trials() if (r := store.result(self.spec.trial(i).trial_id)) is not None]
+
     def status(self) -> list[str]:
         """Each arm's D50 interval and whether it is done."""
         return [a.status() for a in self.search.arms]
+
+
+def describe(spec) -> str:
+    """An adaptive search's range and stopping rule, in words."""
+    lo, hi = spec.search.depth
+    return f"depths {lo}-{hi} ({len(spec.depths)} allowed), {len(spec.grid.seed)} seeds; {Rule.of(spec.search).text()}"
 
 
 def outcomes(spec, store, failed_now: Optional[set[int]] = None) -> Callable[[int], Optional[str]]:
@@ -404,6 +417,6 @@ def replay(spec, store) -> Design:
     """The design as far as the study folder's outcomes go (for status and reports), every arm judged."""
     d = Design(spec)
     d.advance(outcomes(spec, store))
-    if d.rounds and d.search.arms[0].fit is None:
-        d.search.judge()
+    if d.rounds:
+        d.search.judge()  # refits only arms whose outcomes the last judgment did not see
     return d

@@ -141,7 +141,7 @@ class InlineExecutor(Executor):
             pending = design.advance(outcome)
         events.search_finished(design.finished or "", design.status())
         store.write_table()
-        return [r for i in design.trials() if (r := store.result(spec.trial(i).trial_id)) is not None]
+        return design.results(store)
 
 
 @EXECUTORS.register("ray")

@@ -90,6 +90,7 @@ class StudyStore:
     @classmethod
     def create(cls, spec) -> StudyStore:
         """Open the study folder of a spec, making it on first use (never overwriting another spec's)."""
+        from elrbench.adaptive import describe
         from elrbench.spec import dump_spec
 
         store = cls(spec.study_dir)
@@ -103,7 +104,7 @@ class StudyStore:
         atomic_write(store.root / "spec.yaml", dump_spec(spec))
         atomic_write(meta_path, json.dumps({
             "study_id": spec.study_id, "name": spec.name, "spec_hash": spec.spec_hash(),
-            "n_trials": spec.max_trials, **({"search": "adaptive", "search_rule": _search_rule(spec)} if spec.adaptive
+            "n_trials": spec.max_trials, **({"search": "adaptive", "search_rule": describe(spec)} if spec.adaptive
                                             else {}),
             "elrbench_version": __version__, "machine": machine(),
         }, indent=2))
@@ -305,13 +306,6 @@ class StudyStore:
                 break
             rows.append(row)
         return rows
-
-
-def _search_rule(spec) -> str:
-    from elrbench.adaptive import Rule
-
-    lo, hi = spec.search.depth
-    return f"depths {lo}-{hi} ({len(spec.depths)} allowed), {len(spec.grid.seed)} seeds; {Rule.of(spec.search).text()}"
 
 
 def check_output_dir(spec) -> None:

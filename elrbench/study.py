@@ -277,7 +277,7 @@ def _run_adaptive(spec: StudySpec, store: StudyStore, events: Events, tune: Any,
         _tune(spec, store, events, tune, None, concurrent, searcher, spec.trial)
         events.search_finished(design.finished or "", design.status())
     store.write_table()
-    return [r for i in design.trials() if (r := store.result(spec.trial(i).trial_id)) is not None]
+    return design.results(store)
 
 
 def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: Optional[list[TrialSpec]],
