@@ -105,7 +105,7 @@ def simulate_cmd(
     trains_at: Optional[int] = typer.Option(None, help="for warm-ups that read the training accuracy (he_classic): "
                                                        "the step from which the batch accuracy counts as 1 (the "
                                                        "model has no data)"),
-    dim: int = typer.Option(32, help="reduced weight dimension per layer"),
+    dim: int = typer.Option(32, help="toy: elements per layer (with --spec, each layer's own element count)"),
     png: Optional[Path] = typer.Option(None, help="write the ELR trajectories to this PNG"),
 ) -> None:
     """Predicted ELR trajectories from the random-walk model (a toy, or a real network's c_l at init),
@@ -120,11 +120,13 @@ def simulate_cmd(
         t = pick_trial(load_spec(spec), trial, spec)
         snap = init_snapshot(t)
         c, w0, title = snap.w * snap.g, snap.w, f"{t.trial_id} (c_l measured at init)"
+        dims = snap.dims
     else:
         c = torch.logspace(top, top - spread, layers, dtype=torch.float64)
         w0, title = torch.ones(layers, dtype=torch.float64), f"toy: {layers} layers, c_l spread 10^{spread:g}"
+        dims = dim
     acc = (lambda step: float(step >= trains_at)) if trains_at is not None else None
-    tr = simulate(c, w0, lr, steps, optimizer=opt, warmup=warm, batch_acc=acc, dim=dim)
+    tr = simulate(c, w0, lr, steps, optimizer=opt, warmup=warm, batch_acc=acc, dim=dims)
     title = f"{title}; {opt.name}, lr {lr:g}, warm-up {warm_spec.label}"
     table = Table(title=title, title_justify="left")
     for col in ("step", "lr", "log10 spread", "min ELR", "max ELR"):

@@ -37,6 +37,10 @@ class Snapshot:
     def c_hat(self) -> torch.Tensor:
         return elr.c_hat(self.w, self.g)
 
+    @property
+    def dims(self) -> list[int]:  # each scale-invariant tensor's element count (the simulator's dim)
+        return [q.numel() for q in self.params]
+
 
 def _grads(model: torch.nn.Module, params, x, y) -> torch.Tensor:
     model.zero_grad(set_to_none=True)
@@ -173,7 +177,7 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
     steps = rows[-1]["step"]
     lr_by_step = {r["step"]: r["lr"][0] for r in rows}  # the rates the run applied, warm-up included
     sim = simulate(snap.w * snap.g, snap.w, trial.lr, steps, optimizer=trial.optimizer,
-                   schedule=lambda t: lr_by_step.get(t + 1, trial.lr))
+                   schedule=lambda t: lr_by_step.get(t + 1, trial.lr), dim=snap.dims)
     out = []
     for r in rows:
         s = r["step"]  # the row describes the update that made step s, taken at weights of step s-1

@@ -11,7 +11,7 @@ step's learning rate. The ELR quantities themselves (spread, eta_crit) come from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -99,7 +99,7 @@ def simulate(
     warmup: Optional[Warmup] = None,
     schedule: Optional[Callable[[int], float]] = None,
     batch_acc: Optional[Callable[[int], float]] = None,
-    dim: int = 32,
+    dim: int | Sequence[int] | torch.Tensor = 32,
     seed: int = 0,
 ) -> Trajectory:
     """Algorithm 'random walk': each step, per layer, a Gaussian direction orthogonal to W_l scaled to
@@ -110,9 +110,15 @@ def simulate(
     controller if one is given, exactly as the training loop does: it sees this step's per-layer norms,
     the update direction the optimizer would take, and batch_acc(t) (the model has no data: a warm-up
     that reads the training accuracy needs it from the caller). Per-layer factors from the warm-up
-    (constrained ELR) scale the layers' gradients, as in the loop. dim is the reduced weight dimension:
-    plain SGD does not depend on it; momentum and Adam do, through how correlated successive random
-    directions are.
+    (constrained ELR) scale the layers' gradients, as in the loop.
+
+    dim is each layer's element count (one number for all layers, or one per layer), as in the paper's
+    Algorithm 1; give a real network's counts. Plain SGD does not depend on it (the update is the
+    gradient, whose norm is set). Adam does, directly: it normalizes every coordinate, so its relative
+    update is about lr sqrt(dim_l) / ||W_l|| (exactly that on the first step), and a wrong dim puts a
+    false factor sqrt(dim_l / dim) between layers. Momentum does through how correlated successive
+    random directions are (about 1/sqrt(dim)). Layers of different sizes are rows padded with zeros,
+    which stay zero under every rule.
     """
     from elrbench.spec import OptimizerSpec
 
@@ -122,7 +128,12 @@ def simulate(
     rng = np.random.default_rng(seed)
     c = np.asarray(c, dtype=np.float64)
     n = len(c)
-    w = rng.standard_normal((n, dim))
+    dims = np.broadcast_to(np.asarray(dim, dtype=np.int64), (n,))
+    if (dims < 2).any():
+        raise ValueError("every layer needs at least 2 elements (a direction orthogonal to W)")
+    width = int(dims.max())
+    mask = np.arange(width)[None, :] < dims[:, None]  # (layers, width): which entries exist
+    w = rng.standard_normal((n, width)) * mask
     w *= (np.asarray(w0, dtype=np.float64) / np.linalg.norm(w, axis=1))[:, None]
     rule = create_optimizer(optimizer or OptimizerSpec(name="sgd")).rule()
     norms = np.empty((steps + 1, n))
@@ -130,10 +141,10 @@ def simulate(
     lrs = np.empty(steps)
     layer_lr = np.ones((steps, n))  # per-layer factors on the rate (constrained ELR), 1 otherwise
     norms[0] = np.linalg.norm(w, axis=1)
-    chunk = 512
+    chunk = int(np.clip(2**22 // (n * width), 1, 512))  # steps of noise drawn at once (<= 32 MB)
     for t in range(steps):
         if t % chunk == 0:
-            noise = rng.standard_normal((min(chunk, steps - t), n, dim))
+            noise = rng.standard_normal((min(chunk, steps - t), n, width)) * mask
         wn = norms[t]
         z = noise[t % chunk]
         z -= (np.einsum("ij,ij->i", z, w) / (wn * wn))[:, None] * w

@@ -205,13 +205,23 @@ def source_c_hat(options: SourceOptions, ctx: StepContext) -> torch.Tensor:
 
 class CriticalOptions(SourceOptions):
     ema: float = Field(0.0, ge=0, lt=1, description="EMA factor on c_hat against mini-batch noise (0: off)")
+    momentum_correction: bool = Field(
+        False, description="use (1 - beta) eta_crit, beta the optimizer's momentum: under heavy-ball momentum a "
+                           "step is about 1/(1 - beta) times the gradient's (docs/definitions.md, section 6); "
+                           "no effect without momentum")
+
+
+def momentum_of(optimizer: Optional[OptimizerSpec]) -> float:
+    """The heavy-ball momentum beta of the optimizer (0 for plain SGD, Adam and no optimizer)."""
+    return float(optimizer.momentum or 0.0) if optimizer is not None else 0.0
 
 
 @WARMUPS.register("critical", options=CriticalOptions)
 class CriticalWarmup(Warmup):
     """Hyper-parameter-free warm-up (docs/definitions.md, section 6): eta_t = min(eta_schedule(t), eta_crit,t),
-    eta_crit = 1/sqrt(c_hat_max c_hat_min), ending for good at the first step where eta_crit >= the
-    schedule. Reads two numbers to the host per step while it lasts, none afterwards."""
+    eta_crit = 1/sqrt(c_hat_max c_hat_min) (times 1 - beta with momentum_correction), ending for good at
+    the first step where eta_crit >= the schedule. Reads two numbers to the host per step while it
+    lasts, none afterwards."""
 
     needs_stats = True
 
@@ -219,6 +229,7 @@ class CriticalWarmup(Warmup):
         super().__init__(options, total_steps, optimizer)
         self.done_at: int | None = None
         self.c_ema: torch.Tensor | None = None
+        self.factor = 1 - momentum_of(optimizer) if options.momentum_correction else 1.0
 
     def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
         if self.done_at is not None:
@@ -227,7 +238,7 @@ class CriticalWarmup(Warmup):
         if self.options.ema > 0:
             self.c_ema = c if self.c_ema is None else self.options.ema * self.c_ema + (1 - self.options.ema) * c
             c = self.c_ema
-        eta_crit = elr.critical_lr(c).item()
+        eta_crit = self.factor * elr.critical_lr(c).item()
         if eta_crit >= scheduled:
             self.done_at = step
             return scheduled
@@ -243,13 +254,8 @@ class CriticalWarmup(Warmup):
         self.done_at, self.c_ema = state["done_at"], state["c_ema"]
 
 
-@WARMUPS.register("constrained", options=WarmupOptions)
-class ConstrainedElr(Warmup):
-    """Uniform ELR across layers (docs/definitions.md, section 7): eta_l = E*/c_hat_l with E* the geometric
-    mean over layers of eta_schedule * c_hat_l. Applied as per-layer gradient factors
-    geomean(c_hat)/c_hat_l with the scheduled rate (LARS-style: before momentum, not on weight
-    decay); other parameters keep the scheduled rate. SGD and SGD with momentum only: Adam's
-    per-coordinate normalization would undo a gradient factor."""
+class PerLayerFactors(Warmup):
+    """A warm-up that sets per-layer rates through factors on the scale-invariant tensors' gradients."""
 
     needs_stats = True
 
@@ -258,6 +264,15 @@ class ConstrainedElr(Warmup):
         return super().problems(name, options, study) + [
             f"warm-up '{name}' does not work with optimizer '{o.name}': it normalizes every coordinate, which "
             "undoes per-layer gradient factors" for o in study.grid.optimizer if create_optimizer(o).per_coordinate]
+
+
+@WARMUPS.register("constrained", options=WarmupOptions)
+class ConstrainedElr(PerLayerFactors):
+    """Uniform ELR across layers (docs/definitions.md, section 7): eta_l = E*/c_hat_l with E* the geometric
+    mean over layers of eta_schedule * c_hat_l. Applied as per-layer gradient factors
+    geomean(c_hat)/c_hat_l with the scheduled rate (LARS-style: before momentum, not on weight
+    decay); other parameters keep the scheduled rate. SGD and SGD with momentum only: Adam's
+    per-coordinate normalization would undo a gradient factor."""
 
     def layer_scales(self, ctx: StepContext) -> torch.Tensor:
         c = ctx.measure.c_hat
@@ -268,6 +283,33 @@ class ConstrainedElr(Warmup):
 
     def in_warmup(self, step: int) -> bool:
         return True  # it controls every step
+
+
+@WARMUPS.register("layer_cap", options=WarmupOptions)
+class LayerCap(PerLayerFactors):
+    """Per-layer overshoot-free cap (docs/definitions.md, section 10): each scale-invariant layer's
+    gradient is scaled by min(1, 1/(eta_t c_hat_l)), so that no layer's ELR exceeds 1 while every
+    layer below that bound keeps the scheduled rate (`cap` lowers the whole network's rate to the
+    fastest layer's bound). No hyper-parameter, no stop rule; a step counts as warm-up when a factor
+    binds. The factors stay on the device; whether one binds is read to the host once per step (for
+    the count of warm-up steps), as `cap` reads its bound."""
+
+    def __init__(self, options: WarmupOptions, total_steps: int, optimizer: Optional[OptimizerSpec] = None) -> None:
+        super().__init__(options, total_steps, optimizer)
+        self.eta = 0.0  # this step's rate, set by lr() just before layer_scales()
+        self.binds: torch.Tensor | None = None
+
+    def lr(self, step: int, scheduled: float, ctx: StepContext | None = None) -> float:
+        self.eta = scheduled
+        return scheduled
+
+    def layer_scales(self, ctx: StepContext) -> torch.Tensor:
+        e = self.eta * ctx.measure.c_hat
+        self.binds = (e > 1).any()
+        return torch.where(e > 1, 1.0 / e, 1.0)
+
+    def in_warmup(self, step: int) -> bool:
+        return bool(self.binds) if self.binds is not None else False
 
 
 class PerStepBound(Warmup):

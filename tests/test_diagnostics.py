@@ -262,3 +262,52 @@ def test_update_and_smoothed_spreads_in_log_rows_and_results(base_spec):
         assert x["elr_spread_update"] == pytest.approx(x["elr_spread"], rel=1e-4)
     assert any(abs(x["elr_spread_update"] - x["elr_spread"]) > 1e-3 for x in rows["sgdm"][1:])
     assert any(abs(x["elr_spread_smooth"] - x["elr_spread"]) > 1e-3 for x in rows["sgd"][1:])
+
+
+def test_critical_momentum_correction_and_layer_cap_by_hand():
+    from elrbench.spec import OptimizerSpec
+    from elrbench.warmup import StepContext
+
+    # c_hat = [4, 0.25, 1] at ||W|| = 1: eta_crit = 1/sqrt(4 * 0.25) = 1
+    c = torch.tensor([4.0, 0.25, 1.0], dtype=torch.float64)
+    ctx = StepContext(measure=Measure(torch.ones(3, dtype=torch.float64), c))
+    sgdm = OptimizerSpec(name="sgdm", momentum=0.9)
+    fixed = create_warmup("critical", {"momentum_correction": True}, 10, sgdm)
+    assert fixed.lr(0, 5.0, ctx) == pytest.approx(0.1)  # (1 - 0.9) * 1
+    assert create_warmup("critical", {}, 10, sgdm).lr(0, 5.0, ctx) == pytest.approx(1.0)
+    plain = create_warmup("critical", {"momentum_correction": True}, 10, OptimizerSpec(name="sgd"))
+    assert plain.lr(0, 5.0, ctx) == pytest.approx(1.0)  # no momentum: no correction
+    assert fixed.lr(1, 0.05, ctx) == 0.05 and not fixed.in_warmup(1)  # 0.1 >= 0.05: it ends for good
+    assert fixed.lr(2, 5.0, ctx) == 5.0
+    # layer_cap at eta 0.5: ELRs [2, 0.125, 0.5] -> factors [1/2, 1, 1]; the rate itself is untouched
+    cap = create_warmup("layer_cap", {}, 10)
+    assert cap.lr(0, 0.5, ctx) == 0.5
+    assert cap.layer_scales(ctx).tolist() == pytest.approx([0.5, 1.0, 1.0]) and cap.in_warmup(0)
+    assert cap.lr(1, 0.1, ctx) == 0.1
+    assert cap.layer_scales(ctx).tolist() == [1.0, 1.0, 1.0] and not cap.in_warmup(1)
+
+
+def test_layer_cap_in_the_loop_caps_each_layer_at_elr_one(base_spec):
+    s = _spec(base_spec, lr=[10.0], warmup=["layer_cap"])
+    t = s.expand()[0]
+    r = run_trial(t, store := StudyStore.create(s))
+    _, rows = store.layers(t.trial_id)
+    for row in rows:
+        e, g, w = (torch.tensor(row[k], dtype=torch.float64) for k in ("elr", "g_norm", "w_norm"))
+        # by hand: each layer's ELR is min(lr c_hat_l, 1), with c_hat_l = ||g_l|| / ||W_l||
+        assert torch.allclose(e, (10.0 * g / w).clamp(max=1.0), rtol=1e-5)
+        assert torch.allclose(torch.tensor(row["update_ratio"], dtype=torch.float64), e, rtol=1e-3)
+        # the per-layer rates: 10, or 1 / c_hat_l where that is lower
+        assert torch.allclose(torch.tensor(row["lr"], dtype=torch.float64), (w / g).clamp(max=10.0), rtol=1e-5)
+    assert float(torch.tensor(rows[0]["elr"]).max()) == pytest.approx(1.0)  # it binds at the first step
+    assert r.warmup_steps >= 1
+
+
+def test_critical_momentum_correction_in_the_loop(base_spec):
+    s = _spec(base_spec, lr=[10.0], optimizer=[{"name": "sgdm", "momentum": 0.9}],
+              warmup=[{"name": "critical", "momentum_correction": True}])
+    t = s.expand()[0]
+    run_trial(t, store := StudyStore.create(s))
+    first = store.layers(t.trial_id)[1][0]
+    c_hat = torch.tensor(first["g_norm"]) / torch.tensor(first["w_norm"])
+    assert first["lr"][0] == pytest.approx(0.1 / torch.sqrt(c_hat.max() * c_hat.min()).item(), rel=1e-4)

@@ -232,3 +232,21 @@ def test_critical_ema_is_an_exponential_ramp_of_rate_ema_to_the_minus_half(ema):
     c = torch.logspace(3, -1, 12, dtype=torch.float64)
     tr = simulate(c, torch.ones(12), 100.0, 10, warmup=create_warmup("critical", {"ema": ema}, 10))
     assert (tr.lr[1:6] / tr.lr[:5]).tolist() == pytest.approx([ema**-0.5] * 5, rel=1e-3)
+
+
+def test_simulator_takes_each_layers_element_count():
+    # Adam's first step is sign(g) per coordinate (bias-corrected, eps tiny): ||u_l|| = sqrt(dim_l)
+    # exactly, so the relative update is lr sqrt(dim_l) / ||W_l||; the old fixed dim 32 would give
+    # every layer lr sqrt(32) / ||W_l||
+    dims = [16, 400, 2304]
+    c = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    w0 = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
+    adam = OptimizerSpec(name="adam", eps=1e-30)
+    tr = simulate(c, w0, 1e-3, 3, optimizer=adam, dim=dims)
+    assert tr.update_ratio[0].tolist() == pytest.approx([1e-3 * math.sqrt(d) / w for d, w in zip(dims, w0.tolist())],
+                                                        rel=1e-9)
+    # plain SGD does not depend on the element counts: the same discrete map
+    a, b = simulate(c * 3, w0, 0.5, 20, dim=dims), simulate(c * 3, w0, 0.5, 20, dim=32)
+    assert torch.allclose(a.elr, b.elr, rtol=1e-9)
+    with pytest.raises(ValueError, match="at least 2 elements"):
+        simulate(c, w0, 0.1, 2, dim=[1, 4, 4])
