@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +25,9 @@ def report(
                                           "(mode from the study's tracking section)"),
     wandb_report: bool = typer.Option(False, "--wandb-report", help="also save a W&B Report (verdict, tables, "
                                       "panels by warm-up) on the W&B server: needs tracking.wandb: online"),
+    baseline: Optional[str] = typer.Option(None, help="the warm-up (as labelled in tables) every other is compared "
+                                           "against (default: the spec's report.baseline); with another one, "
+                                           "give --out too, so the study's own report stays"),
 ) -> None:
     """Trainability by depth: tables in the terminal, and report.html, PNG figures, CSV and Markdown tables."""
     from elrbench.report import build, from_store
@@ -56,6 +60,11 @@ def report(
         out = out or store.root / "report"
     if not src.rows:
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
+    if baseline is not None:
+        labels = list(dict.fromkeys(r.warmup for r in src.rows))
+        if baseline not in labels:
+            raise UsageError(f"--baseline {baseline!r} is not a warm-up of this study; it has: {', '.join(labels)}")
+        src = dataclasses.replace(src, baseline=baseline)
     for w in trial:
         if not any(r.trial_id == w or r.trial_id.startswith(w) for r in src.rows):
             raise UsageError(f"--trial {w!r} matches no trial with a result in {src.title}; see the ids in "

@@ -213,3 +213,17 @@ def test_compare_two_runs_of_one_grid(study, tmp_path):
     (other / "study.json").write_text(json.dumps({"study_id": "x", "n_trials": 0}))
     bad = run("compare", str(folder), str(other))
     assert bad.returncode == 2 and "no grid point in common" in bad.stderr
+
+
+def test_report_against_another_baseline(study, tmp_path):
+    folder, _, rep = study
+    own = (folder / "report" / "report.html").read_bytes()
+    assert "linear(steps=10) at its best lr" in rep.stdout  # the spec's baseline: none
+    r = run("report", str(folder), "--baseline", "linear(steps=10)", "--out", str(tmp_path / "vs"), "--no-wandb")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "none at its best lr" in r.stdout and "; linear(steps=10) at its best lr" in r.stdout
+    assert (tmp_path / "vs" / "report.html").is_file()
+    assert (folder / "report" / "report.html").read_bytes() == own  # the study's own report is left alone
+    bad = run("report", str(folder), "--baseline", "cap", "--out", str(tmp_path / "bad"), "--no-wandb")
+    assert bad.returncode == 2 and "--baseline 'cap' is not a warm-up of this study" in bad.stderr
+    assert "none, linear(steps=10)" in bad.stderr and not (tmp_path / "bad").exists()
