@@ -14,7 +14,7 @@ from rich.table import Table
 from elrbench import elr
 from elrbench.diagnostics import grad_explosion_slope, self_check
 from elrbench.errors import SpecError, UsageError
-from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
+from elrbench.experiments import critical_lr_check, forecast, init_snapshot, predictivity, spread_summary
 from elrbench.optimizers import OPTIMIZERS
 from elrbench.spec import OptimizerSpec, WarmupSpec, load_spec, problems_of
 from elrbench.theory import simulate, steps_to_spread
@@ -241,6 +241,25 @@ def predict_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
     console.print(table)
     console.print("last column: drift of the measured base gradient c_l from its value at init (the model "
                   "assumes 0)")
+
+
+@app.command("forecast")
+@command
+def forecast_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: list[str] = OVERRIDES) -> None:
+    """Before a study runs: the random-walk model's ELR spreads for each of its arms (depth, lr, optimizer,
+    warm-up), from the first seed's network at init, each layer with its own element count."""
+    s = load_spec(spec, overrides or [])
+    rows = forecast(s)
+    table = Table(title=f"{s.study_id}: predicted ELR spread (log10 max/min), random-walk model", title_justify="left")
+    for col in ("depth", "lr", "optimizer", "warm-up", "steps", "first step", f"mean first {s.diagnostics.early_steps}",
+                "mean run", "steps below schedule"):
+        table.add_column(col, justify="right")
+    for f in rows:
+        table.add_row(str(f.depth), f"{f.lr:g}", f.optimizer, f.warmup, str(f.steps), f"{f.spread_init:.2f}",
+                      f"{f.spread_early_mean:.2f}", f"{f.spread_mean:.2f}", str(f.lr_bound_steps))
+    console.print(table)
+    console.print("one network per arm (the first seed's), constant base gradients c_l as measured at init; "
+                  "a prediction of spreads, not of trainability", style="dim")
 
 
 @app.command("spreads")

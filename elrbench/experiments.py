@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from elrbench import elr
 from elrbench.diagnostics import require
 from elrbench.result import TrialResult
+from elrbench.schedules import scheduled_lr
 from elrbench.spec import StudySpec, TrialSpec
 from elrbench.store import StudyStore
 from elrbench.theory import one_step_spread, simulate
 from elrbench.train import _seed, plan, run_trial
+from elrbench.warmup import create_warmup
 from elrbench.workloads import create_model, load_dataset
 
 
@@ -193,6 +195,47 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
                                      / (snap.w * snap.g)).log10().abs().median()),
         })
     return {"layers": len(names), "steps": steps, "rows": out}
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The random-walk model's prediction for one arm of a study (its first seed's network at init)."""
+
+    trial_id: str
+    depth: int
+    lr: float
+    optimizer: str
+    warmup: str
+    steps: int
+    spread_init: float  # log10 spread of the first step's ELRs (after any per-layer factor)
+    spread_early_mean: float  # mean over the first K steps (diagnostics.early_steps)
+    spread_mean: float  # mean over the run
+    lr_bound_steps: int  # steps at which the warm-up set a rate below the schedule's
+
+
+def forecast(spec: StudySpec) -> list[Forecast]:
+    """Predicted ELR spreads of every (workload, depth, lr, optimizer, warm-up, schedule) of a study,
+    from the random walk started at the first seed's c_l at init, each layer with its own element
+    count, driven by the real warm-up controller for the run's number of steps. Nothing is trained:
+    what a study predicts, before it runs (pre-registration)."""
+    out, seen = [], set()
+    for t in spec.expand():
+        arm = (t.workload.name, t.depth, t.lr, t.optimizer.model_dump_json(), t.warmup.label,
+               t.schedule.model_dump_json())
+        if arm in seen:
+            continue
+        seen.add(arm)
+        snap = init_snapshot(t)
+        steps = plan(t, len(load_dataset(t.workload.dataset, t.workload.data).x_train)).total_steps
+        warm = create_warmup(t.warmup.name, t.warmup.options, steps, t.optimizer)
+        sched = [scheduled_lr(t.schedule, t.lr, i, steps) for i in range(steps)]
+        tr = simulate(snap.w * snap.g, snap.w, t.lr, steps, optimizer=t.optimizer, warmup=warm,
+                      schedule=sched.__getitem__, dim=snap.dims)
+        k = min(spec.diagnostics.early_steps, steps)
+        below = int((tr.lr < torch.tensor(sched, dtype=torch.float64) * (1 - 1e-12)).sum())
+        out.append(Forecast(t.trial_id, t.depth, t.lr, t.optimizer.label, t.warmup.label, steps,
+                            float(tr.spread[0]), float(tr.spread[:k].mean()), float(tr.spread.mean()), below))
+    return out
 
 
 def spread_summary(spec: StudySpec) -> list[TrialResult]:

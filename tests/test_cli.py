@@ -156,6 +156,11 @@ def test_theory_commands(tmp_path, spec_file):
     assert r.returncode == 0, r.stderr
     r = run("theory", "simulate", "--warmup", "{name: linear, steps: 0}")
     assert r.returncode == 2 and "steps" in r.stderr
+    r = run("theory", "forecast", str(spec_file), "grid.warmup=[none,constrained]")
+    assert r.returncode == 0, r.stderr
+    assert "predicted ELR spread" in r.stdout and r.stdout.count("constrained") >= 2  # one arm per depth
+    r = run("theory", "forecast", str(spec_file), "grid.warmup=[nope]")
+    assert r.returncode == 2 and "nope" in r.stderr
 
 
 def test_submit_runs_on_an_embedded_ray_cluster_by_default(spec_file):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from elrbench.experiments import critical_lr_check, init_snapshot, predictivity, spread_summary
+from elrbench.experiments import critical_lr_check, forecast, init_snapshot, predictivity, spread_summary
 from tests.conftest import deep_noskip
 
 
@@ -66,3 +66,25 @@ def test_predictivity_runs(base_spec):
     # at the first step the prediction starts from the measured state: it is exact there
     assert first["w_rel_err_median"] < 1e-5 and first["elr_log10_err_median"] < 1e-4
     assert all(math.isfinite(row["w_rel_err_median"]) for row in r["rows"])
+
+
+def test_forecast_is_the_simulation_of_each_arm_from_its_network_at_init(base_spec):
+    import torch
+
+    from elrbench.theory import simulate
+
+    s = _deep_noskip(base_spec, lr=[1.0], seed=[0, 1],
+                     warmup=["none", "constrained", {"name": "linear", "steps": 5}, "cap"])
+    rows = forecast(s)
+    assert [f.warmup for f in rows] == ["none", "constrained", "linear(steps=5)", "cap"]  # one per arm, not per seed
+    none, constrained, linear, cap = rows
+    assert all(f.steps == 10 for f in rows)
+    t = s.expand()[0]
+    snap = init_snapshot(t)
+    tr = simulate(snap.w * snap.g, snap.w, 1.0, 10, dim=snap.dims)
+    assert none.spread_mean == pytest.approx(float(tr.spread.mean()), rel=1e-9)
+    assert none.spread_init == pytest.approx(float(torch.log10(snap.c_hat.max() / snap.c_hat.min())), rel=1e-6)
+    assert none.lr_bound_steps == 0 and constrained.spread_mean < 1e-9
+    assert linear.lr_bound_steps == 4  # factors 0.2, 0.4, 0.6, 0.8, then 1
+    eta_cap = 1 / float(snap.c_hat.max())
+    assert (cap.lr_bound_steps >= 1) == (eta_cap < 1.0)
