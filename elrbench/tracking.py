@@ -11,13 +11,16 @@ uploads them later from a machine with network.
 """
 from __future__ import annotations
 
+import configparser
 import json
 import math
+import netrc
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from elrbench.errors import UsageError
 
@@ -30,15 +33,59 @@ TABLE_EVERY = 10
 LAYER_COLUMNS = ("layer", "name", "w_norm", "g_norm", "elr", "lr", "c_hat")
 
 
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+def wandb_base_url() -> str:
+    """The W&B server wandb will talk to, resolved as wandb 0.31 does (lowest to highest precedence):
+    the default, the global settings file (WANDB_CONFIG_DIR/settings or ~/.config/wandb/settings),
+    the workspace's ./wandb/settings, then WANDB_BASE_URL. `wandb login --host URL` writes the
+    global file (wandb.sdk.wandb_settings.Settings, docstring and read_system_settings)."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"].rstrip("/")
+    config_dir = Path(os.environ["WANDB_CONFIG_DIR"]) if os.environ.get("WANDB_CONFIG_DIR") else (
+        Path.home() / ".config" / "wandb")
+    url = DEFAULT_BASE_URL
+    for f in (config_dir / "settings", Path("wandb") / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(f, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue  # wandb, too, warns and goes on without a broken settings file
+        if parser.has_option("default", "base_url"):
+            url = parser.get("default", "base_url")
+    return url.rstrip("/")
+
+
+def netrc_path() -> Path:
+    """The netrc file wandb reads: $NETRC, else ~/.netrc, else ~/_netrc if only that exists."""
+    if os.environ.get("NETRC"):
+        return Path(os.environ["NETRC"]).expanduser()
+    unix, windows = Path.home() / ".netrc", Path.home() / "_netrc"
+    return windows if windows.exists() and not unix.exists() else unix
+
+
+def netrc_has_key(base_url: str) -> bool:
+    """Whether the netrc holds a password for the server's host[:port], the machine name that
+    `wandb login --host URL` writes (wandb.sdk.lib.wbauth.wbnetrc)."""
+    machine = urlsplit(base_url).netloc
+    try:
+        creds = netrc.netrc(str(netrc_path())).authenticators(machine) if machine else None
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(creds and creds[2])
+
+
 def check_mode(mode: str) -> None:
-    """Before anything starts: online needs credentials (never read or stored by elrbench itself)."""
+    """Before anything starts: online needs credentials for the server wandb will use (never read
+    out or stored by elrbench itself): WANDB_API_KEY, or the netrc entry for that server's host."""
     if mode != "online":
         return
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    has_netrc = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-    if not os.environ.get("WANDB_API_KEY") and not has_netrc:
-        raise UsageError("tracking.wandb: online needs a W&B API key (set WANDB_API_KEY or run `wandb login`); "
-                         "or use offline and `wandb sync` the runs later")
+    base = wandb_base_url()
+    if not os.environ.get("WANDB_API_KEY") and not netrc_has_key(base):
+        raise UsageError(f"tracking.wandb: online needs a W&B API key for {base} (set WANDB_API_KEY or run "
+                         f"`wandb login --host {base}`; {netrc_path()} has no entry for machine "
+                         f"'{urlsplit(base).netloc}'); or use offline and `wandb sync` the runs later")
 
 
 class Tracker:

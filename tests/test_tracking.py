@@ -103,6 +103,35 @@ def test_online_needs_a_key(monkeypatch, tmp_path):
     check_mode("online")
 
 
+def test_online_accepts_the_netrc_entry_of_the_server_wandb_uses(monkeypatch, tmp_path):
+    """A self-hosted W&B Server: `wandb login --host http://127.0.0.1:8080` writes a netrc entry for
+    machine 127.0.0.1:8080 and base_url to wandb's global settings file; api.wandb.ai is not named."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.chdir(tmp_path)
+    rc = tmp_path / "netrc"
+    rc.write_text(f"machine 127.0.0.1:8080\n  login user\n  password {SECRET}\n")
+    monkeypatch.setenv("NETRC", str(rc))
+    with pytest.raises(UsageError, match=r"for https://api.wandb.ai .*no entry for machine 'api.wandb.ai'"):
+        check_mode("online")  # the default server: the netrc has no key for it
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "settings").write_text("[default]\nbase_url = http://127.0.0.1:8080\n")
+    check_mode("online")  # as `wandb login --host` leaves it
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9999")
+    with pytest.raises(UsageError, match="127.0.0.1:9999"):
+        check_mode("online")  # the environment wins over the settings file, as in wandb
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:8080/")
+    check_mode("online")
+    rc.write_text("machine api.wandb.ai login user password\n")  # an entry without a key, unparseable is alike
+    monkeypatch.delenv("WANDB_BASE_URL")
+    (tmp_path / "cfg" / "settings").unlink()
+    with pytest.raises(UsageError):
+        check_mode("online")
+    rc.write_text(f"machine api.wandb.ai login user password {SECRET}\n")
+    check_mode("online")
+
+
 def test_a_wandb_report_is_built_without_a_server():
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
