@@ -91,7 +91,8 @@ def from_wandb(folder: Path) -> Source:
     rows, hist = [], {}
     for run in runs:
         try:
-            t = TrialSpec.model_validate({**run["config"], "tracking": {}})  # tracking is not logged in config
+            config = {k: v for k, v in run["config"].items() if k != "warmup_label"}  # derived, for W&B's grouping
+            t = TrialSpec.model_validate({**config, "tracking": {}})  # tracking is not logged in config
             recorded = {k: v for k, v in run["summary"].items() if k in TrialResult.model_fields and k not in IDENTITY}
             rows.append(TrialResult(trial_id=t.trial_id, index=t.index, **t.point(), **recorded))
         except (ValueError, TypeError) as e:  # pydantic's ValidationError is a ValueError

@@ -105,7 +105,8 @@ class Tracker:
         self.run = wandb.init(
             project=t.project, entity=t.entity, group=trial.study_id, job_type=trial.workload.name,
             name=trial.trial_id, id=trial.trial_id, resume="allow", tags=tags, dir=str(root),
-            config=trial.model_dump(mode="json", exclude={"tracking"}), mode=t.wandb,
+            config={**trial.model_dump(mode="json", exclude={"tracking"}), "warmup_label": trial.warmup.label},
+            mode=t.wandb,
             settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False,
                                     silent=True),
         )
@@ -304,15 +305,17 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
 def wandb_report(study_id: str, tracking, entity: str, headline: list[str], tables: list[Table]):
     """A W&B Report of the study: its verdict, the by-depth tables, and panels over the study's trial
     runs (the run set is the study's W&B group, without the summary run) grouped by warm-up: the
-    trained fraction by depth and the ELR spread against step. Built without a server; saving it
+    trained fraction by depth and the ELR spread against step. Runs are grouped by the warm-up's label
+    (config.warmup_label, as every table groups them: `critical` and `critical(source=update)` are
+    two groups), not its name. Built without a server; saving it
     (save_wandb_report) needs one."""
     import wandb_workspaces.reports.v2 as wr
 
     runs = wr.Runset(entity=entity, project=tracking.project, name=study_id,
                      filters=f"Metric('Group') == '{study_id}' and Metric('JobType') != 'report'",
-                     groupby=["config.warmup.name", "config.depth"])
+                     groupby=["config.warmup_label", "config.depth"])
     by_warmup = wr.Runset(entity=entity, project=tracking.project, name=f"{study_id} by warm-up",
-                          filters=runs.filters, groupby=["config.warmup.name"])
+                          filters=runs.filters, groupby=["config.warmup_label"])
     blocks = [wr.H1(f"elrbench: {study_id}"),
               wr.MarkdownBlock("**Verdict** (D50: the depth at which P(trained) = 0.5, 95% intervals)\n\n"
                                + "\n".join(f"- {line}" for line in headline) if headline else

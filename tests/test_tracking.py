@@ -33,6 +33,7 @@ def test_an_offline_run_reads_back_exactly(tracked):
     assert {"depth=3", "warmup=none", "optimizer=sgd", "lr=0.1"} <= set(run["tags"])
     assert run["config"]["depth"] == 3 and run["config"]["trial_id"] == t.trial_id
     assert "tracking" not in run["config"]
+    assert run["config"]["warmup_label"] == t.warmup.label  # what the W&B Report groups by
     hist = store.history(t.trial_id)
     assert [h["_step"] for h in run["history"]] == [h["step"] for h in hist]
     for h, w in zip(hist, run["history"]):  # every scalar, exactly
@@ -155,7 +156,8 @@ def test_a_wandb_report_is_built_without_a_server():
         assert (rs.entity, rs.project) == ("someone", "elrbench-test")
         tree = repr(expr.expr_to_filters(rs.filters))
         assert "demo-1234abcd" in tree and "group" in tree and "report" in tree
-    assert runsets[0].groupby == ["config.warmup.name", "config.depth"]
+    assert runsets[0].groupby == ["config.warmup_label", "config.depth"]  # as the tables group: by label
+    assert runsets[1].groupby == ["config.warmup_label"]
     panels = [p for b in r.blocks if isinstance(b, wr.PanelGrid) for p in b.panels]
     assert {type(p).__name__ for p in panels} == {"BarPlot", "LinePlot"}
     # saving needs a W&B server: an offline study is refused in one line (never tried against a server)
