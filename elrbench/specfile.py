@@ -43,12 +43,13 @@ class Limits:
         for name in cls.__dataclass_fields__:
             key = f"ELRBENCH_MAX_{name.upper()}"
             if key in os.environ:
-                try:
-                    values[name] = int(os.environ[key])
-                    if values[name] < 1:
-                        raise ValueError
-                except ValueError:
-                    raise UsageError(f"{key}={os.environ[key]!r}: give a positive whole number") from None
+                raw = os.environ[key].strip()
+                # ASCII digits only: int() also takes '٣' (Arabic-Indic three) and '1_000'; at most 18 digits,
+                # so the limit is a number a machine can count to (and never Python's 4300-digit error)
+                if not (raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) >= 1):
+                    raise UsageError(f"{key}={os.environ[key]!r}: give a positive whole number in ASCII digits "
+                                     "(at most 18 of them)")
+                values[name] = int(raw)
         return cls(**values)
 
 

@@ -134,6 +134,16 @@ def test_grids_and_data_are_bounded(base_spec, monkeypatch):
     monkeypatch.setenv("ELRBENCH_MAX_TRIALS", "lots")
     r = cli("validate", "nonexistent.yaml")
     assert r.returncode == 2 and "ELRBENCH_MAX_TRIALS='lots'" in r.stderr
+    from elrbench.errors import UsageError
+    from elrbench.specfile import Limits
+
+    monkeypatch.delenv("ELRBENCH_MAX_TRIALS")
+    for bad in ("\u0663", "1_000", "+5", "0", "-3", "9" * 5001, "1e3", ""):  # '\u0663' is Arabic-Indic 3
+        monkeypatch.setenv("ELRBENCH_MAX_DEPTH", bad)
+        with pytest.raises(UsageError, match="ELRBENCH_MAX_DEPTH=.*ASCII digits"):
+            Limits.from_env()
+    monkeypatch.setenv("ELRBENCH_MAX_DEPTH", " 64 ")
+    assert Limits.from_env().depth == 64
 
 
 # ---------------------------------------------------------------- terminal output is never markup
