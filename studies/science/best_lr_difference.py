@@ -11,20 +11,17 @@ import sys
 
 from elrbench import stats
 from elrbench.store import StudyStore
+from elrbench.tables import trainable_depths
 
 
 def fits(folder: str, warmup: str) -> list[stats.Depth50]:
-    """One D50 fit per learning rate of the warm-up's finished trials (as the report fits them)."""
-    rows = [r for r in StudyStore.open(folder).results() if r.warmup == warmup and r.outcome != "failed"]
-    if not rows:
-        sys.exit(f"{folder}: no finished trial with warm-up {warmup!r}")
-    rng = stats.span(sorted({r.depth for r in rows}))
-    out = []
-    for lr in sorted({r.lr for r in rows}):
-        mine = [r for r in rows if r.lr == lr]
-        out.append(stats.depth50([r.depth for r in mine], [r.outcome == "trained" for r in mine],
-                                 len({r.seed for r in mine}), rng, lr=lr))
-    return out
+    """The warm-up's D50 fit at each learning rate, exactly as the study's report fits them."""
+    rows = StudyStore.open(folder).results()
+    found = [t for g in trainable_depths(rows, warmup) for t in g.rows if t.warmup == warmup]
+    if len(found) != 1:
+        sys.exit(f"{folder}: {'no' if not found else 'more than one group of'} finished trials with warm-up "
+                 f"{warmup!r}")
+    return list(found[0].by_lr.values())
 
 
 def main(argv: list[str]) -> None:
