@@ -84,14 +84,14 @@ def from_store(store: StudyStore) -> Source:
 def from_wandb(folder: Path) -> Source:
     """Results and histories rebuilt from the trial runs' config (the trial) and summary (its result)."""
     from elrbench.spec import TrialSpec
-    from elrbench.tracking import read_offline_runs
+    from elrbench.tracking import LABEL_KEY, read_offline_runs
 
     damaged: dict[str, str] = {}
     runs = [r for r in read_offline_runs(folder, damaged) if r.get("job_type") != "report"]
     rows, hist = [], {}
     for run in runs:
         try:
-            config = {k: v for k, v in run["config"].items() if k != "warmup_label"}  # derived, for W&B's grouping
+            config = {k: v for k, v in run["config"].items() if k != LABEL_KEY}  # derived, not part of the trial
             t = TrialSpec.model_validate({**config, "tracking": {}})  # tracking is not logged in config
             recorded = {k: v for k, v in run["summary"].items() if k in TrialResult.model_fields and k not in IDENTITY}
             rows.append(TrialResult(trial_id=t.trial_id, index=t.index, **t.point(), **recorded))

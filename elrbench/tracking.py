@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 TABLE_EVERY = 10
 LAYER_COLUMNS = ("layer", "name", "w_norm", "g_norm", "elr", "lr", "c_hat")
+LABEL_KEY = "warmup_label"  # derived config key beside the trial spec: what tables and the W&B Report group by
 
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -105,7 +106,7 @@ class Tracker:
         self.run = wandb.init(
             project=t.project, entity=t.entity, group=trial.study_id, job_type=trial.workload.name,
             name=trial.trial_id, id=trial.trial_id, resume="allow", tags=tags, dir=str(root),
-            config={**trial.model_dump(mode="json", exclude={"tracking"}), "warmup_label": trial.warmup.label},
+            config={**trial.model_dump(mode="json", exclude={"tracking"}), LABEL_KEY: trial.warmup.label},
             mode=t.wandb,
             settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False,
                                     silent=True),
@@ -313,9 +314,9 @@ def wandb_report(study_id: str, tracking, entity: str, headline: list[str], tabl
 
     runs = wr.Runset(entity=entity, project=tracking.project, name=study_id,
                      filters=f"Metric('Group') == '{study_id}' and Metric('JobType') != 'report'",
-                     groupby=["config.warmup_label", "config.depth"])
+                     groupby=[f"config.{LABEL_KEY}", "config.depth"])
     by_warmup = wr.Runset(entity=entity, project=tracking.project, name=f"{study_id} by warm-up",
-                          filters=runs.filters, groupby=["config.warmup_label"])
+                          filters=runs.filters, groupby=[f"config.{LABEL_KEY}"])
     blocks = [wr.H1(f"elrbench: {study_id}"),
               wr.MarkdownBlock("**Verdict** (D50: the depth at which P(trained) = 0.5, 95% intervals)\n\n"
                                + "\n".join(f"- {line}" for line in headline) if headline else
