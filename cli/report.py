@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from elrbench.errors import UsageError
-from elrbench.store import StudyStore
+from elrbench.store import StudyStore, printable
 
 from .common import command, console, err_console, print_by_depth, print_verdict
 
@@ -50,10 +50,14 @@ def report(
         from_wandb = from_wandb.expanduser()
         if not from_wandb.is_dir() or not any(from_wandb.glob("**/offline-run-*/run-*.wandb")):
             raise UsageError(f"--from-wandb {from_wandb}: no W&B offline runs (offline-run-*/run-*.wandb) there")
-        src = wandb_source(from_wandb)
         out = out or from_wandb / "report"
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise UsageError(f"--from-wandb: {printable(out)} is {'a link' if out.is_symlink() else 'a file'}, "
+                             "where the report's folder goes; move it away or give --out")
+        src = wandb_source(from_wandb)
     else:
         store = StudyStore.open(study_dir)
+        store.check_paths()  # the report writes trials.csv and report/ inside the study folder
         src = from_store(store)
         if src.rows:
             store.write_table()  # trials.csv as of now (a running study rebuilds it every few seconds)
@@ -81,7 +85,7 @@ def report(
     for m in rep.machines:
         console.print(Text(f"ran on: {m}", style="dim"), soft_wrap=True)
     for n in rep.notes:
-        console.print(n, style="dim")
+        console.print(n, style="dim", markup=False, highlight=False)
     finish_report(rep, store if wandb else None)
     if wandb_report:
         from elrbench.tracking import save_wandb_report
@@ -97,15 +101,15 @@ def finish_report(rep, store: StudyStore | None) -> None:
     if store is not None:
         from elrbench.tracking import log_report
 
-        spec = store.spec()
         try:
+            spec = store.spec()
             run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures,
                                 store.results())
         except Exception as e:  # noqa: BLE001 - the report is written; W&B is the secondary copy
             err_console.print(f"warning: the W&B study-summary run was not written: {type(e).__name__}: {e}",
                               highlight=False, soft_wrap=True)
             run_id = None
-        if run_id:
+        if run_id:  # (spec is set whenever run_id is)
             console.print(f"W&B ({spec.tracking.wandb}): study-summary run {run_id} under {store.root / 'wandb'}",
                           soft_wrap=True, highlight=False)
     console.print(f"report: {rep.out / 'report.html'} ({len(rep.tables)} tables, {len(rep.figures)} figures)",

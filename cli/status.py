@@ -37,18 +37,18 @@ def status(
     if adaptive:
         _search(store)
     have = {r.trial_id for r in rows}
-    for tdir in sorted((store.root / "trials").glob("*")):
-        if tdir.name not in have and (hist := store.history(tdir.name)):  # started, no result yet
-            w = store.workers(tdir.name)
+    for name in store.trial_names():
+        if name not in have and (hist := store.history(name)):  # started, no result yet
+            w = store.workers(name)
             where = f" (pid {w[0].get('pid', '?')} on {w[0].get('host', '?')})" if w else ""
-            console.print(f"  running or interrupted {tdir.name}: step {hist[-1]['step']} saved{where}",
+            console.print(f"  running or interrupted {name}: step {hist[-1]['step']} saved{where}",
                           highlight=False, soft_wrap=True)
     for r in rows:
         if r.outcome == "failed":
             console.print(f"  failed {r.trial_id}: {r.error}", highlight=False)
     for path, problem in sorted(store.damaged.items()):
         console.print(f"  damaged {path}: {problem} (left out; `elrbench resume` reruns a trial whose result is "
-                      "damaged)", soft_wrap=True)
+                      "damaged)", soft_wrap=True, markup=False, highlight=False)
     if rows:
         print_by_depth(rows)
 

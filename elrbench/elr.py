@@ -34,6 +34,8 @@ def relative_norms(vectors: list[torch.Tensor], params: list[torch.Tensor]) -> t
 
 def spread(elr: torch.Tensor) -> torch.Tensor:
     """ELR spread log10(max E / min E) over the live layers; 0 when fewer than two are live."""
+    if elr.shape[-1] == 0:  # no layer at all (e.g. none live, filtered out): amax has nothing to reduce
+        return elr.new_zeros(elr.shape[:-1])
     ok = live(elr)
     lg = torch.log10(torch.where(ok, elr, 1.0))
     hi = torch.where(ok, lg, -torch.inf).amax(-1)

@@ -27,6 +27,13 @@ MARKERS = "osD^v<>"
 DASHES = ("-", "--", ":", "-.")  # distinct dashes: identical curves stay visible
 
 
+def _log_depths(ax, depths: list[int]) -> None:
+    """A log2 depth axis whose limits come from the depths, not from the data drawn: with nothing
+    drawn (every trial failed or diverged) matplotlib's default limits (0, 1) cannot be log-scaled."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(depths) / 1.25, max(depths) * 1.25)
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -128,7 +135,7 @@ def accuracy_by_depth(title: str, depths: list[int], warmups: list[str], cells: 
                     label=w, marker=MARKERS[i % 7], capsize=3, lw=1.4, ls=DASHES[i % 4])
     if threshold is not None:
         ax.axhline(threshold, color="gray", ls="--", lw=0.8, label=f"trained >= {threshold:g}")
-    ax.set_xscale("log", base=2)
+    _log_depths(ax, depths)
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.set_xlabel("depth")
     ax.set_ylabel("final test accuracy")
@@ -166,7 +173,7 @@ def trained_by_depth(title: str, depths: list[int], warmups: list[str], cells: d
     ax.vlines(depths, -0.16, [-0.16 + 0.1 * n[d] / top for d in depths], color="0.4", lw=2.5)
     for d in depths:
         ax.text(d, -0.045, str(n[d]), fontsize=6, ha="center", va="bottom", color="0.3")
-    ax.set_xscale("log", base=2)
+    _log_depths(ax, depths)
     ticks: list[int] = []  # labels at least 0.2 doublings apart (an adaptive search's depths crowd), the last kept
     for d in reversed(depths):
         if not ticks or math.log2(ticks[-1] / d) >= 0.2:
@@ -211,9 +218,11 @@ def d50_by_lr(title: str, rows: list) -> bytes:
             if j is not None:
                 ax.plot([xs[j]], [ys[j]], marker="o", ms=12, mfc="none", mec=c, lw=0)
     ax.axhspan(lo_d, hi_d, color="gray", alpha=0.06, lw=0)
-    ax.set_xscale("log")
-    ax.set_yscale("log", base=2)
     lrs = sorted({lr for r in rows for lr in r.by_lr})
+    ax.set_xscale("log")
+    ax.set_xlim(lrs[0] / 1.3, lrs[-1] * 1.3)  # from the grid, not the data (which may be empty)
+    ax.set_yscale("log", base=2)
+    ax.set_ylim(lo_d / 1.6, hi_d * 1.6)
     ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
     ax.minorticks_off()
     ticks = [d for d in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if lo_d / 1.5 <= d <= hi_d * 1.5]

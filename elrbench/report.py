@@ -278,9 +278,15 @@ def build(src: Source, out: Path, trials: Optional[list[str]] = None) -> Report:
     ctx = Context(src, [t for t in rep.tables if t.kind == "by_depth"], [t for t in rep.tables if t.kind == "d50"],
                   choose_trials(src.rows, trials), rep.notes)
     for builder in FIGURES:
-        for name, caption, png in builder(ctx):
+        try:
+            drawn = builder(ctx)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn must not cost the whole report
+            rep.notes.append(f"Figures of {builder.__name__} not drawn: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}")
+            continue
+        for name, caption, png in drawn:
             path = rep.out / "figures" / f"{slug(name)}.png"
-            path.write_bytes(png)
+            atomic_write(path, lambda f, png=png: f.write(png))  # whole or not at all, as the store's files
             rep.figures.append(Figure(slug(name), caption, path))
     rep.notes += [f"Damaged, left out: {path}: {why}." for path, why in sorted(src.damaged.items())]
     atomic_write(rep.out / "report.html", _html(src, rep))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from elrbench.spec import TrialSpec
@@ -25,9 +25,9 @@ class TrialResult(BaseModel):
 
     # which trial: its id, its place in the grid and the grid point (labels as in tables)
     trial_id: str
-    index: int
+    index: int = Field(ge=0)
     workload: str
-    depth: int
+    depth: int = Field(ge=1, le=10**6)  # a number of layers (a damaged file's 0 or 10^30 is refused on reading)
     lr: float
     optimizer: str
     warmup: str

@@ -203,6 +203,9 @@ class ScheduleSpec(Frozen):
         return self.name
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+
+
 def _nonempty_unique(v: list) -> list:
     if not v:
         raise ValueError("must list at least one value")
@@ -253,6 +256,9 @@ class GridSpec(Frozen):
     def _lrs(cls, v: list[float]) -> list[float]:
         if any(not (x > 0 and x < float("inf")) for x in v):
             raise ValueError(f"learning rates must be positive and finite, got {v}")
+        if max(v) > FLOAT32_MAX:  # the optimizers' arithmetic is in the parameters' float32
+            raise ValueError(f"a learning rate of {max(v):g} overflows float32 (the parameters' type; at most "
+                             f"{FLOAT32_MAX:g})")
         return v
 
     @field_validator("seed")
@@ -260,6 +266,8 @@ class GridSpec(Frozen):
     def _seeds(cls, v: list[int]) -> list[int]:
         if any(s < 0 for s in v):
             raise ValueError(f"seeds must be >= 0, got {v}")
+        if any(s >= 2**64 for s in v):  # torch.manual_seed takes an unsigned 64-bit number
+            raise ValueError(f"seeds must be below 2^64 (torch's seeds are 64-bit), got {max(v)}")
         return v
 
 
@@ -277,6 +285,11 @@ class BudgetSpec(Frozen):
     def _one(self) -> BudgetSpec:
         if (self.epochs is None) == (self.steps is None):
             raise PydanticCustomError("budget", "give exactly one of epochs and steps")
+        cap = limits().steps  # an epoch is at least one step, so epochs are held to the same number
+        for name, value in (("steps", self.steps), ("epochs", self.epochs)):
+            if value is not None and value > cap:
+                raise PydanticCustomError("budget", f"{name}: {value:g} is more than the limit of {cap} steps "
+                                          "for one trial; raise it with ELRBENCH_MAX_STEPS=N if you mean it")
         return self
 
 
@@ -547,7 +560,8 @@ class StudySpec(Frozen):
                  "schedule": sched.model_dump(mode="json"), "seed": seed,
                  "budget": self.budget.model_dump(mode="json"),
                  "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
-        trial_id = f"{w.name}-d{depth}-{warm.name}-lr{lr:g}-s{seed}-{_digest(ident)[:6]}"
+        # lr as %g without the exponent's '+' (1e+308 -> 1e308): an id is letters, digits, '_', '.', '-'
+        trial_id = f"{w.name}-d{depth}-{warm.name}-lr{format(lr, 'g').replace('+', '')}-s{seed}-{_digest(ident)[:6]}"
         return TrialSpec(
             study_id=study_id or self.study_id, trial_id=trial_id, index=index, workload=w, depth=depth,
             lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,

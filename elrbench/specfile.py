@@ -7,7 +7,7 @@ Every refusal is one SpecError line naming the file.
 
 The limits hold for every study and each can be raised for a big cluster through the environment
 (docs/reliability.md): ELRBENCH_MAX_SPEC_BYTES, ELRBENCH_MAX_SPEC_NODES, ELRBENCH_MAX_NESTING,
-ELRBENCH_MAX_TRIALS, ELRBENCH_MAX_DEPTH, ELRBENCH_MAX_DATA_BYTES.
+ELRBENCH_MAX_TRIALS, ELRBENCH_MAX_DEPTH, ELRBENCH_MAX_DATA_BYTES, ELRBENCH_MAX_STEPS.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class Limits:
     trials: int = 100_000  # trials in one study
     depth: int = 2_000  # layers of one network
     data_bytes: int = 8 << 30  # one dataset in memory (float32), e.g. synthetic n_train x shape
+    steps: int = 100_000_000  # optimizer steps of one trial (the paper's longest run is 64k; 10^8 is months on a GPU)
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -50,7 +51,16 @@ class Limits:
                     raise UsageError(f"{key}={os.environ[key]!r}: give a positive whole number in ASCII digits "
                                      "(at most 18 of them)")
                 values[name] = int(raw)
+                if values[name] > CEILINGS.get(name, values[name]):
+                    raise UsageError(f"{key}={raw}: at most {CEILINGS[name]} ({CEILING_WHY[name]})")
         return cls(**values)
+
+
+# Limits that raising cannot pass: past them the readers themselves fail or slow down. Nesting: PyYAML's
+# composer recurses per level (past about 250 it meets Python's recursion limit; measured), and its
+# scanner costs the square of the depth of flow brackets (a 20,000-deep '[[[' took 22 s to scan).
+CEILINGS = {"nesting": 200}
+CEILING_WHY = {"nesting": "deeper documents overflow the YAML reader's recursion"}
 
 
 def limits() -> Limits:
@@ -160,6 +170,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- reading
+def _value_problem(e: ValueError) -> str:
+    if "digits" in str(e):
+        return "a number with thousands of digits (Python reads at most 4300); no field takes one"
+    return f"a value that cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+
+
 def read_spec_file(path: Path) -> dict[str, Any]:
     """Parse a YAML (safe loader only), TOML or JSON file into a dict; SpecError on any problem."""
     path = Path(path).expanduser()
@@ -197,6 +213,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise SpecError([("", f"nested too deeply (more than {lim.nesting} levels)")], src) from None
     except OSError as e:
         raise SpecError([("", f"cannot read it: {e.strerror or e}")], src) from None
+    except ValueError as e:  # e.g. Python's limit on int digits (4300), met by a 5001-digit number
+        raise SpecError([("", _value_problem(e))], src) from None
     if not isinstance(data, dict):
         raise SpecError([("", "the spec must be a mapping of fields (name, workloads, grid, budget, ...)")], src)
     return data
@@ -217,6 +235,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = load_yaml(raw) if raw.strip() else ""
         except SpecError as e:
             problems += [(key, msg) for _, msg in e.problems]
+            continue
+        except ValueError as e:
+            problems.append((key, _value_problem(e)))
             continue
         except yaml.YAMLError:
             value = raw

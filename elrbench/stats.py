@@ -488,7 +488,8 @@ def fit_depth50(ds: np.ndarray, k: np.ndarray, n: np.ndarray, seeds: int, rng: O
     k, n = np.atleast_2d(k).astype(np.float64), np.atleast_2d(n).astype(np.float64)
     if len(ds) < 2:
         why = f"needs two depths or more; run at depth {int(ds[0])} only" if len(ds) else "no trial"
-        return [Depth50(None, None, None, int(ds.min(initial=0)), int(ds.max(initial=0)), seeds, why=why, lr=lr)
+        lo_d, hi_d = (int(ds.min()), int(ds.max())) if len(ds) else (0, 0)  # (min(initial=0) would say depth 0)
+        return [Depth50(None, None, None, lo_d, hi_d, seeds, why=why, lr=lr)
                 for _ in k]
     kk, nn = descending_limb(k, n)
     rng = rng or span(ds)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import functools
 import io
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +50,8 @@ def atomic_write(path: Path, data: str | Callable[[BinaryIO], None]) -> None:
     """Write a file whole or not at all: to a temporary file of its own beside it, synced, renamed into
     place, and the folder synced. data: text, or a function that writes to the binary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and not path.is_symlink():
+        raise StoreError(f"{printable(path)} is a folder where a file belongs; move it away and run the command again")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _file_mode())
@@ -77,6 +81,41 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# The most elrbench reads of one file: a study's own small files (study.json, spec.yaml, result.json,
+# worker-*.json), and its per-step logs (history.jsonl, layers.jsonl: a 64k-step trial of 110 layers
+# logged every 10 steps is about 60 MB). Past them a file is not one elrbench wrote.
+SMALL_FILE, LOG_FILE = 16 << 20, 1 << 30
+FILES = {".lock", "study.json", "spec.yaml", "trials.csv", "result.json", "history.jsonl", "layers.jsonl",
+         "report.html"}  # what elrbench writes as a file in a study folder
+
+
+def read_bytes(path: Path, limit: int = SMALL_FILE) -> bytes:
+    """A file of the study, read only when it is a regular file (not a link, a FIFO or a device: a
+    planted /dev/zero or FIFO must not hang or exhaust the reader) of at most `limit` bytes.
+    FileNotFoundError when it is missing; ValueError saying what it is otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError("a symbolic link, not a file (elrbench follows no link inside a study folder)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file (a folder, FIFO or device)")
+        if st.st_size > limit:
+            raise ValueError(f"{st.st_size} bytes, more than the {limit} a file of this kind has")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
+def printable(text: object) -> str:
+    """A name from disk made safe for a terminal: control characters (escape codes) as \\xNN."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 class StudyStore:
@@ -119,10 +158,21 @@ class StudyStore:
         return store
 
     def meta(self) -> dict[str, Any]:
+        """study.json, checked: a JSON object with the fields every command reads, of their types."""
+        path = self.root / "study.json"
         try:
-            return json.loads((self.root / "study.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"{self.root / 'study.json'} is unreadable: {e}") from None
+            meta = json.loads(read_bytes(path).decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError(f"a JSON {type(meta).__name__}, not an object")
+            for key, kind in (("study_id", str), ("spec_hash", str), ("n_trials", int)):
+                if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+                    raise ValueError(f"'{key}' is missing or not a {kind.__name__}")
+            if not TRIAL_ID.fullmatch(meta["study_id"]) or meta["n_trials"] < 0:
+                raise ValueError("'study_id' or 'n_trials' holds an impossible value")
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise StoreError(f"{printable(path)} is damaged ({_what(e)}); restore it from a copy, or submit the "
+                             "spec again into a new folder") from None
+        return meta
 
     def spec(self):
         from elrbench.spec import load_spec
@@ -135,9 +185,9 @@ class StudyStore:
         import yaml
 
         try:
-            raw = yaml.safe_load((self.root / "spec.yaml").read_text()) or {}
+            raw = yaml.safe_load(read_bytes(self.root / "spec.yaml").decode("utf-8")) or {}
             return str((raw.get("report") or {}).get("baseline", "none"))
-        except (OSError, yaml.YAMLError, AttributeError):
+        except (OSError, ValueError, yaml.YAMLError, AttributeError):
             return "none"
 
     # ------------------------------------------------------------ one writer at a time
@@ -148,7 +198,12 @@ class StudyStore:
         a holder that died has released it; its record, left in the file, is handed back (to say that a
         dead run's lock was taken over)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, _file_mode())
+        self.check_paths()
+        try:  # O_NOFOLLOW: a planted link must not make the lock truncate a file elsewhere
+            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, _file_mode())
+        except OSError as e:
+            raise StoreError(f"{printable(self.root / '.lock')}: cannot open the study's lock ({e.strerror}); "
+                             "remove it if it is a link or not a file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -170,7 +225,50 @@ class StudyStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def check_paths(self) -> None:
+        """StoreError naming the first symbolic link where elrbench writes or deletes in the study folder
+        (or a folder where one of its files belongs)
+        (its own files, trials/ and each trial's folder and files, checkpoints/, report/, wandb/): a study
+        received from someone else, or on a shared file system, may hold a link to a file outside,
+        which a write would overwrite and a delete remove. (Links inside wandb/ are wandb's own.)"""
+        def refuse(p: Path) -> None:
+            raise StoreError(f"{printable(p)} is a symbolic link; elrbench writes through no link in a study "
+                             "folder: replace it with the folder or file itself (or remove it)")
+
+        def folder(p: Path) -> None:
+            raise StoreError(f"{printable(p)} is a folder where elrbench keeps a file; move it away and run the "
+                             "command again")
+
+        for name in (".lock", "study.json", "spec.yaml", "trials.csv", "trials", "report", "wandb"):
+            if (self.root / name).is_symlink():
+                refuse(self.root / name)
+            if name in FILES and (self.root / name).is_dir():
+                folder(self.root / name)
+        for top in (self.root / "trials", self.root / "report"):
+            stack = [top] if top.is_dir() else []
+            while stack:  # scandir's entry types come with the listing: no stat per file
+                with os.scandir(stack.pop()) as entries:
+                    for e in entries:
+                        if e.is_symlink():
+                            refuse(Path(e.path))
+                        if e.is_dir(follow_symlinks=False):
+                            if e.name in FILES:
+                                folder(Path(e.path))
+                            stack.append(Path(e.path))
+
     # ------------------------------------------------------------ trials
+    def trial_names(self) -> list[str]:
+        """The trial folders under trials/, by name; anything else there (a stray folder, a file of
+        notes) is left alone and named in self.damaged."""
+        names = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / "trials") as entries:
+            for e in entries:
+                if TRIAL_ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
+                    names.append(e.name)
+                elif not e.name.startswith("."):
+                    self.damaged[f"trials/{printable(e.name)}"] = "not a trial's folder; left alone"
+        return sorted(names)
+
     def trial_dir(self, trial_id: str) -> Path:
         """A trial's folder: the id must be a safe name, and the folder must lie inside the study's."""
         trials = self.root / "trials"
@@ -181,7 +279,7 @@ class StudyStore:
         return path
 
     def _damaged(self, path: Path, problem: str) -> None:
-        self.damaged[str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)] = problem
+        self.damaged[printable(path.relative_to(self.root) if path.is_relative_to(self.root) else path)] = problem
 
     def write_worker(self, trial_id: str, rank: int, **where: Any) -> None:
         """Record which process runs a trial's rank now (for `elrbench status` and for operators)."""
@@ -192,7 +290,7 @@ class StudyStore:
         out = []
         for p in sorted(self.trial_dir(trial_id).glob("worker-*.json")):
             try:
-                w = json.loads(p.read_text())
+                w = json.loads(read_bytes(p).decode("utf-8"))
                 if not isinstance(w, dict):
                     raise ValueError("not a JSON object")
                 out.append(w)
@@ -217,12 +315,13 @@ class StudyStore:
 
     def results(self) -> list[TrialResult]:
         """Every readable result in grid order; damaged ones are left out and named in self.damaged."""
-        found = (self._read_result(p) for p in sorted((self.root / "trials").glob("*/result.json")))
+        trials = self.root / "trials"
+        found = (self._read_result(trials / name / "result.json") for name in self.trial_names())
         return sorted((r for r in found if r is not None), key=lambda r: r.index)
 
     def _read_result(self, path: Path) -> TrialResult | None:
         try:
-            r = TrialResult.model_validate_json(path.read_text())
+            r = TrialResult.model_validate_json(read_bytes(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
@@ -287,10 +386,10 @@ class StudyStore:
     def _read_jsonl(self, path: Path) -> list[dict[str, Any]]:
         """The rows of a JSON-lines file up to its first damaged line (a torn write, an edit)."""
         try:
-            text = path.read_text()
+            text = read_bytes(path, LOG_FILE).decode("utf-8")
         except FileNotFoundError:
             return []
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:
             self._damaged(path, _what(e))
             return []
         rows = []

@@ -41,6 +41,7 @@ from elrbench.optimizers import create_optimizer
 from elrbench.result import Outcome, TrialResult
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import TrialSpec
+from elrbench.specfile import limits
 from elrbench.store import StudyStore, atomic_write
 from elrbench.tracking import start_tracker
 from elrbench.warmup import StepContext, Warmup, create_warmup
@@ -176,6 +177,9 @@ def plan(trial: TrialSpec, n_train: int) -> Plan:
         raise DataError(f"batch_size {b.batch_size} exceeds the {n_train} training examples of "
                         f"{trial.workload.dataset}; lower budget.batch_size")
     total = b.steps if b.steps is not None else math.ceil(b.epochs * spe)
+    if total > limits().steps:
+        raise DataError(f"budget.epochs {b.epochs:g} is {total} steps of batch {b.batch_size} on {n_train} examples, "
+                        f"more than the limit of {limits().steps}; raise it with ELRBENCH_MAX_STEPS=N if you mean it")
     return Plan(spe, total, b.eval_every or spe, compile_mode(trial.resources.compile, total))
 
 
@@ -367,6 +371,7 @@ class TrainState:
                 "diag": run.diag.state_dict() if run.diag else None}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
+        _check_checkpoint(s)  # before anything is loaded: a checkpoint of wrong types is damaged, set aside
         run = self.run
         run.model.load_state_dict(s["model"])
         run.opt.load_state_dict(s["optimizer"])
@@ -376,6 +381,27 @@ class TrainState:
             run.diag.load_state_dict(s["diag"])
         self.acc, self.step, self.warm_steps, self.train_s = s["acc"], s["step"], s["warm_steps"], s["train_s"]
         self.history, self.last_eval, self.layer_rows = s["history"], s["last_eval"], s["layer_rows"]
+
+
+# What a checkpoint's own fields must be (TrainState.state_dict); model, optimizer, warm-up and
+# diagnostics states are checked by their own load_state_dict.
+_CHECKPOINT_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,), "warm_steps": (int,), "train_s": (int, float), "acc": (dict,), "history": (list,),
+    "layer_rows": (list,), "last_eval": (dict, type(None)), "model": (dict,), "optimizer": (dict,),
+    "rng_cpu": (torch.Tensor,)}
+
+
+def _check_checkpoint(s: Any) -> None:
+    """ValueError naming the first field of a loaded checkpoint that is missing or of the wrong type
+    (a checkpoint that unpickles but is not one this code wrote would otherwise fail every resume)."""
+    if not isinstance(s, dict):
+        raise ValueError(f"a {type(s).__name__}, not a checkpoint's dict")
+    for key, kinds in _CHECKPOINT_TYPES.items():
+        if key not in s or not isinstance(s[key], kinds) or isinstance(s[key], bool):
+            raise ValueError(f"its '{key}' is {'missing' if key not in s else type(s[key]).__name__}, not "
+                             + " or ".join(k.__name__ for k in kinds))
+    if s["step"] < 0 or any(not isinstance(r, dict) for r in (*s["history"], *s["layer_rows"])):
+        raise ValueError("a negative step, or history rows that are not dicts")
 
 
 class Checkpoints:

@@ -328,3 +328,24 @@ def test_relative_home_and_symlinked_paths(base_spec, tmp_path):
         assert r.returncode == 0, (args, r.stderr[-2000:])
     r = run("validate", "~/work/s.yaml", cwd=other)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_checkpoint_of_wrong_types_is_set_aside(base_spec, caplog):
+    """A checkpoint that loads but holds a string where the history belongs is damaged: renamed
+    *.damaged and the one before used, not a failure on every resume."""
+    s = _ckpt_spec(base_spec)
+    (t,) = s.expand()
+    store = StudyStore.create(s)
+    with pytest.raises(Died):
+        run_trial(t, store, progress=stop_at(15))
+    ckpts = Checkpoints(store.trial_dir(t.trial_id) / "checkpoints", 2)
+    newest = ckpts.all()[-1]
+    state = torch.load(newest, weights_only=True)
+    state["history"] = "not a list"
+    torch.save(state, newest)
+    with caplog.at_level("WARNING", logger="elrbench"), pytest.raises(Died):
+        run_trial(t, store, progress=stop_at(25))
+    assert "damaged checkpoint" in caplog.text and "'history' is str, not list" in caplog.text
+    assert newest.with_name(newest.name + ".damaged").exists()
+    resumed = run_trial(t, store)
+    assert resumed.outcome != "failed" and resumed.steps_done == 30
