@@ -41,7 +41,7 @@ def submit(
                                             "server, e.g. http://head:8265) and return its id at once"),
 ) -> None:
     """Run a study: every trial of the grid, skipping those already finished in its folder."""
-    ex = _executor(executor, address)
+    ex = _executor(executor, address, detach)
     s = load_spec(spec, overrides or [])
     if detach:
         if not address or executor != "ray":
@@ -79,7 +79,11 @@ def resume(
     run_study(s, store, ex, report, "resume")
 
 
-def _executor(name: str, address: Optional[str]) -> Executor:
+def _executor(name: str, address: Optional[str], detach: bool = False) -> Executor:
+    if address and name == "ray" and not detach:  # (a detached study goes to the job server's HTTP address)
+        from elrbench.study import check_address
+
+        check_address(address)
     try:
         return create_executor(name, address)
     except UnknownNameError as e:

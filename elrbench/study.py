@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import sys
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +80,97 @@ def _ray(embedded: bool = False):
     return ray
 
 
+# A Ray cluster's address (its GCS, host:port, or a Ray Client server, ray://host:port) speaks gRPC:
+# HTTP/2 without TLS. Before ray.init, which retries a wrong address for ever and then ignores
+# SIGTERM (seen with Ray 2.60), the address is checked: a valid port, something listening, and an
+# HTTP/2 server there (RFC 9113, section 3.4: the client preface, then an empty SETTINGS frame; a
+# server answers with a SETTINGS frame of its own, frame type 0x4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+PROBE_S = 5.0
+
+
+def check_address(address: str) -> None:
+    """UsageError, within about 2 x PROBE_S, unless a gRPC server answers at a Ray address.
+    'auto' (the cluster this machine's `ray start` recorded) is left to Ray."""
+    if address == "auto":
+        return
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port_text = rest.rpartition(":")
+    hint = "give the head's address as `ray start --head` printed it, e.g. 127.0.0.1:6379 or ray://127.0.0.1:10001"
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise UsageError(f"--address {address}: not host:port with a port from 1 to 65535; {hint}")
+    host, port = host.strip("[]"), int(port_text)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_S) as sock:
+            sock.settimeout(PROBE_S)
+            sock.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except ConnectionRefusedError:
+        raise UsageError(f"--address {address}: nothing listens there (is the Ray head running?); {hint}") from None
+    except (TimeoutError, socket.timeout):
+        raise UsageError(f"--address {address}: no answer within {PROBE_S:g} s; {hint}") from None
+    except OSError as e:
+        raise UsageError(f"--address {address}: cannot connect ({e.strerror or e}); {hint}") from None
+    if len(head) < 9 or head[3] != 4:
+        raise UsageError(f"--address {address}: something listens there, but not a Ray cluster (no gRPC "
+                         f"server answered); {hint}")
+
+
+CONNECT_S = 60.0  # the most ray.init may take to join an existing cluster
+
+
+@contextlib.contextmanager
+def _bounded(what: str, seconds: float) -> Iterator[None]:
+    """Run a blocking call that may never return and may hold the main thread in C++ code, where no
+    Python signal handler runs (ray.init on a wrong address): past `seconds`, or on SIGTERM / SIGINT,
+    say so in one line and exit (2, or 128 + the signal). A thread waits on the signal wakeup fd,
+    which CPython's C-level handler writes to from any thread, so Ctrl-C and SIGTERM always work."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    done = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        import select
+
+        ready, _, _ = select.select([r], [], [], seconds)
+        if done.is_set():
+            return
+        if ready:
+            sig = os.read(r, 1)[0]
+            sys.stderr.write(f"stopped ({signal.Signals(sig).name}) while waiting for {what}\n")
+            os._exit(128 + sig)
+        sys.stderr.write(f"error: {what}: no connection within {seconds:g} s; is it a Ray cluster's address, "
+                         "and does the cluster run the same Ray version?\n")
+        os._exit(2)
+
+    t = threading.Thread(target=watch, daemon=True, name="elrbench-connect-watch")
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        os.write(w, b"\0")  # wake the watcher, which sees `done` and returns
+        t.join()
+        os.close(r)
+        os.close(w)
+
+
 @contextlib.contextmanager
 def ray_cluster(address: str | None = None, num_cpus: int | None = None,
                 temp_dir: str | None = None) -> Iterator[dict[str, float]]:
@@ -104,8 +196,9 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
         finally:
             notice.setLevel(level)
     else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {k: os.environ[k] for k in _TRAIN_ENV}})
+        with _bounded(f"--address {address}", CONNECT_S):
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {k: os.environ[k] for k in _TRAIN_ENV}})
     try:
         yield ray.cluster_resources()
     finally:
@@ -316,10 +409,34 @@ def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending
     # off (each trial's rows are in the study folder), and warns per trial; quiet it.
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level, quiet.level = quiet.level, logging.ERROR
+    failures = logging.getLogger("ray.tune.execution.tune_controller")
+    one_line = _OneLineTaskFailures(retries)
+    failures.addFilter(one_line)
     try:
         tuner.fit()
     finally:
         quiet.setLevel(level)
+        failures.removeFilter(one_line)
+
+
+class _OneLineTaskFailures(logging.Filter):
+    """Tune logs a failed trial task with Ray's whole traceback (23 lines for a killed worker), though
+    the task is retried and a trial's own error is recorded in its result: one line says what
+    happened and what comes next."""
+
+    def __init__(self, retries: int) -> None:
+        super().__init__()
+        self.retries = retries
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            e = record.exc_info[1]
+            first = str(e).splitlines()[0] if str(e) else ""
+            record.msg = (f"a worker running trials stopped ({type(e).__name__}: {first}); Ray Tune runs its "
+                          f"trials again from their last checkpoints (resources.max_failures: {self.retries}), and "
+                          "a trial left without retries is recorded as failed")
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 def chunked(pending: list[TrialSpec], concurrent: int, workers_per_trial: int) -> list[list[TrialSpec]]:

@@ -227,3 +227,88 @@ def test_a_huge_nesting_limit_is_refused_and_a_deep_spec_fails_fast(tmp_path):
     r = env_run([EXE, "validate", str(path)], capture_output=True, text=True, timeout=120,
                 env=dict(os.environ, ELRBENCH_MAX_NESTING="1000000"))
     _refused(r, "ELRBENCH_MAX_NESTING=1000000: at most 200")
+
+
+# ---------------------------------------------------------------- --address
+def _listener(reply: bytes | None):
+    """A TCP server on 127.0.0.1 that accepts and then says nothing (reply None) or sends `reply`."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            held.append(c)
+            if reply is not None:
+                c.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_an_address_that_is_no_ray_cluster_is_refused_within_seconds(tmp_path):
+    import socket
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "runs")}))
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    silent, http = _listener(None), _listener(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    cases = {f"127.0.0.1:{port}": "nothing listens there", "127.0.0.1:0": "port from 1 to 65535",
+             "127.0.0.1:-1": "port from 1 to 65535", "127.0.0.1:99999": "port from 1 to 65535",
+             f"127.0.0.1:{silent.getsockname()[1]}": "no answer within 5 s",
+             f"ray://127.0.0.1:{http.getsockname()[1]}": "not a Ray cluster"}
+    for address, words in cases.items():
+        _refused(cli("submit", str(spec), "--address", address), f"--address {address}", words)
+    assert not (tmp_path / "runs").exists()  # nothing started, no study folder made
+    silent.close()
+    http.close()
+
+
+def test_sigterm_stops_a_driver_stuck_joining_a_cluster(tmp_path):
+    """ray.init on an address that accepts and never answers holds the main thread in C++; SIGTERM must
+    still end the process, with one line (the CLI's own check refuses such an address first, so the
+    driver is entered here directly)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    silent = _listener(None)
+    code = ("import sys; from elrbench.study import ray_cluster\n"
+            "with ray_cluster(sys.argv[1]): print('connected')\n")
+    p = subprocess.Popen([sys.executable, "-c", code, f"127.0.0.1:{silent.getsockname()[1]}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # inside ray.init by now (it prints its first retry after 5 s)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 128 + signal.SIGTERM, (p.returncode, err[-1000:])
+    assert "stopped (SIGTERM) while waiting for --address" in err and "connected" not in out
+    silent.close()
+
+
+def test_a_dead_worker_is_one_line_not_rays_traceback():
+    import logging
+
+    from elrbench.study import _OneLineTaskFailures
+
+    try:
+        raise RuntimeError("The actor died unexpectedly before finishing this task.\n\tclass_name: ImplicitFunc")
+    except RuntimeError:
+        record = logging.LogRecord("ray.tune.execution.tune_controller", logging.ERROR, __file__, 1,
+                                   "Trial task failed for trial %s", ("_trainable_1",), __import__("sys").exc_info())
+    assert _OneLineTaskFailures(2).filter(record)
+    text = logging.Formatter().format(record)
+    assert text.count("\n") == 0 and "Traceback" not in text
+    assert "RuntimeError: The actor died unexpectedly" in text and "max_failures: 2" in text
