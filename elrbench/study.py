@@ -25,8 +25,8 @@ import logging
 import math
 import os
 import shutil
-import sys
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -112,7 +112,7 @@ def check_address(address: str) -> None:
                 head += chunk
     except ConnectionRefusedError:
         raise UsageError(f"--address {address}: nothing listens there (is the Ray head running?); {hint}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise UsageError(f"--address {address}: no answer within {PROBE_S:g} s; {hint}") from None
     except OSError as e:
         raise UsageError(f"--address {address}: cannot connect ({e.strerror or e}); {hint}") from None
