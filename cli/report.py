@@ -104,7 +104,7 @@ def finish_report(rep, store: StudyStore | None) -> None:
         try:
             spec = store.spec()
             run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures,
-                                store.results())
+                                store.results(), make_id=store.run_id)
         except Exception as e:  # noqa: BLE001 - the report is written; W&B is the secondary copy
             err_console.print(f"warning: the W&B study-summary run was not written: {type(e).__name__}: {e}",
                               highlight=False, soft_wrap=True)

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import secrets
 import socket
 import stat
 import tempfile
@@ -146,6 +147,9 @@ class StudyStore:
             "n_trials": spec.max_trials, **({"search": "adaptive", "search_rule": describe(spec)} if spec.adaptive
                                             else {}),
             "elrbench_version": __version__, "machine": machine(),
+            # this folder's own mark, in its W&B run ids: two folders of one spec (a study run twice, or
+            # offline runs synced into a project that holds the online ones) never merge runs
+            "instance": secrets.token_hex(4),
         }, indent=2))
         return store
 
@@ -173,6 +177,15 @@ class StudyStore:
             raise StoreError(f"{printable(path)} is damaged ({_what(e)}); restore it from a copy, or submit the "
                              "spec again into a new folder") from None
         return meta
+
+    def run_id(self, name: str) -> str:
+        """The W&B run id of a trial (or of the study-summary run) in this folder: the name and the
+        folder's instance mark. Folders made before the mark existed keep the bare name (their runs
+        resume as before)."""
+        if not hasattr(self, "_instance"):
+            mark = self.meta().get("instance")
+            self._instance = mark if isinstance(mark, str) and re.fullmatch(r"[0-9a-f]{8}", mark) else None
+        return f"{name}-{self._instance}" if self._instance else name
 
     def spec(self):
         from elrbench.spec import load_spec

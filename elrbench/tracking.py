@@ -17,7 +17,7 @@ import math
 import netrc
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -93,7 +93,7 @@ class Tracker:
     """A W&B run of one trial. Methods never raise into the training loop's caller: tracking is
     secondary to the result, so a W&B failure is recorded in the run's row instead."""
 
-    def __init__(self, trial, root: Path, layer_names: list[str] | None = None) -> None:
+    def __init__(self, trial, root: Path, layer_names: list[str] | None = None, run_id: str | None = None) -> None:
         import wandb  # lazy: only trials that track pay for the import
 
         self.wandb = wandb
@@ -105,7 +105,7 @@ class Tracker:
         t = trial.tracking
         self.run = wandb.init(
             project=t.project, entity=t.entity, group=trial.study_id, job_type=trial.workload.name,
-            name=trial.trial_id, id=trial.trial_id, resume="allow", tags=tags, dir=str(root),
+            name=trial.trial_id, id=run_id or trial.trial_id, resume="allow", tags=tags, dir=str(root),
             config={**trial.model_dump(mode="json", exclude={"tracking"}), LABEL_KEY: trial.warmup.label},
             mode=t.wandb,
             settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False,
@@ -153,11 +153,11 @@ class Tracker:
             self.error = self.error or f"{type(e).__name__}: {e}"
 
 
-def start_tracker(trial, root: Path, layer_names: list[str] | None) -> Tracker | None:
-    """A tracker for this trial, or None (tracking disabled)."""
+def start_tracker(trial, store, layer_names: list[str] | None) -> Tracker | None:
+    """A tracker for this trial (its run in the study folder `store`), or None (tracking disabled)."""
     if trial.tracking.wandb == "disabled" or trial.tracking.runs == "study":
         return None
-    return Tracker(trial, root, layer_names)
+    return Tracker(trial, store.root, layer_names, run_id=store.run_id(trial.trial_id))
 
 
 # ---------------------------------------------------------------- offline run files
@@ -267,7 +267,7 @@ def read_offline_runs(folder: Path, damaged: dict[str, str] | None = None) -> li
 
 
 def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures: list[Figure],
-               results: list[TrialResult] | None = None) -> str | None:
+               results: list[TrialResult] | None = None, make_id: Callable[[str], str] = str) -> str | None:
     """The study-summary run (id <study>-report, job_type report): every report table as a W&B
     Table, every figure as an image, and a table of every trial's result (one row each: what
     tracking.runs = study keeps instead of a run per trial). Returns the run id, or None when
@@ -278,7 +278,7 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
 
     # W&B names a logged table's artifact run-<id>-<key> and refuses names past 128 characters:
     # a short id (the study's hash) and numbered keys; the titles go into the run's config.
-    run_id = f"report-{study_id.rsplit('-', 1)[-1]}"
+    run_id = make_id(f"report-{study_id.rsplit('-', 1)[-1]}")  # make_id: the study folder's StudyStore.run_id
     run = wandb.init(project=tracking.project, entity=tracking.entity, group=study_id, job_type="report",
                      id=run_id, name=f"{study_id}-report", resume="allow", dir=str(root), mode=tracking.wandb,
                      config={"tables": {f"t{i:02d}": t.title for i, t in enumerate(tables)},

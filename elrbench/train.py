@@ -67,7 +67,7 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
     if ckpts and resume:
         run, state = ckpts.resume(run, state, writer=run.is_main)
     writer = store if run.is_main else None
-    tracker = start_tracker(trial, writer.root, run.layer_names) if writer else None
+    tracker = start_tracker(trial, writer, run.layer_names) if writer else None
     try:
         while state.step < total:
             t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """W&B tracking against real wandb offline runs, read back through elrbench's own reader."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from elrbench.errors import UsageError
@@ -28,7 +30,8 @@ def test_an_offline_run_reads_back_exactly(tracked):
     row = run_trial(t, store)
     assert row.tracking_error is None
     (run,) = read_offline_runs(store.root)
-    assert run["id"] == t.trial_id and run["group"] == s.study_id and run["job_type"] == t.workload.name
+    assert run["id"] == store.run_id(t.trial_id) == f"{t.trial_id}-{store.meta()['instance']}"
+    assert run["group"] == s.study_id and run["job_type"] == t.workload.name
     assert run["project"] == "elrbench-test"
     assert {"depth=3", "warmup=none", "optimizer=sgd", "lr=0.1"} <= set(run["tags"])
     assert run["config"]["depth"] == 3 and run["config"]["trial_id"] == t.trial_id
@@ -182,3 +185,18 @@ def test_study_mode_keeps_one_run_with_every_trials_result(base_spec, tmp_path):
     assert run["job_type"] == "report"
     (logged,) = run["history"]
     assert logged["trials"]["_type"] == "table-file" and logged["trials"]["nrows"] == 3
+
+
+def test_two_folders_of_one_spec_never_share_a_run_id(base_spec, tmp_path):
+    """A study run twice (or its offline runs synced into a project holding its online runs) must not
+    merge W&B runs: each folder's ids carry its own mark; a folder without one (older) keeps bare ids."""
+    ids = []
+    for out in ("a", "b"):
+        base_spec["output_dir"] = str(tmp_path / out)
+        store = StudyStore.create(validate_spec(base_spec))
+        ids.append(store.run_id("x-d3"))
+    assert ids[0] != ids[1] and all(i.startswith("x-d3-") and len(i) == len("x-d3-") + 8 for i in ids)
+    meta = json.loads((store.root / "study.json").read_text())
+    del meta["instance"]
+    (store.root / "study.json").write_text(json.dumps(meta))
+    assert StudyStore.open(store.root).run_id("x-d3") == "x-d3"
