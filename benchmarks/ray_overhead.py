@@ -19,9 +19,9 @@ import tempfile
 import time
 
 from elrbench.executors import create_executor
+from elrbench.executors.ray import ray_cluster, run_on_ray
 from elrbench.spec import validate_spec
 from elrbench.store import StudyStore
-from elrbench.study import ray_cluster, run_on_ray
 
 
 def spec(out: str, name: str, seeds: int, steps: int, workers: int = 1) -> dict:

@@ -14,7 +14,7 @@ JOB_ADDRESS = typer.Option(..., "--address", help="the cluster's job server (das
 def logs(job: str = typer.Argument(..., help="job id printed by `elrbench submit --detach`"),
          address: str = JOB_ADDRESS) -> None:
     """Print a detached study's log so far (its progress lines and, at the end, the by-depth table)."""
-    from elrbench.study import job_logs
+    from elrbench.executors.ray import job_logs
 
     console.print(job_logs(address, job), end="", highlight=False, soft_wrap=True, markup=False)
 
@@ -23,7 +23,7 @@ def logs(job: str = typer.Argument(..., help="job id printed by `elrbench submit
 def stop(job: str = typer.Argument(..., help="job id printed by `elrbench submit --detach`"),
          address: str = JOB_ADDRESS) -> None:
     """Cancel a detached study. Finished trials stay in its folder; `elrbench resume` continues it."""
-    from elrbench.study import stop_job
+    from elrbench.executors.ray import stop_job
 
     stopped = stop_job(address, job)
     console.print(f"job {job}: {'stop requested' if stopped else 'was not running'}", highlight=False)

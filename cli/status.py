@@ -20,7 +20,7 @@ def status(
 ) -> None:
     """Show a study's progress: trials finished by outcome, and trainability by depth so far."""
     if address:
-        from elrbench.study import job_info
+        from elrbench.executors.ray import job_info
 
         info = job_info(address, str(study_dir))
         console.print(f"job {info['job_id']}: {info['status']}"

@@ -46,7 +46,7 @@ def submit(
     if detach:
         if not address or executor != "ray":
             fail("--detach needs --address: the job server of a running Ray cluster, e.g. http://127.0.0.1:8265")
-        from elrbench.study import submit_job
+        from elrbench.executors.ray import submit_job
 
         job = submit_job(s, address)
         console.print(f"submitted job {job} to {address}: study {s.study_id} -> {s.study_dir} (on the cluster)",
@@ -81,7 +81,7 @@ def resume(
 
 def _executor(name: str, address: Optional[str], detach: bool = False) -> Executor:
     if address and name == "ray" and not detach:  # (a detached study goes to the job server's HTTP address)
-        from elrbench.study import check_address
+        from elrbench.executors.ray import check_address
 
         check_address(address)
     try:

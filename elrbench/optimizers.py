@@ -8,15 +8,24 @@ compatibility checks, the simulator and `elrbench theory simulate` all look it u
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import ClassVar, Optional, Protocol
 
 import numpy as np
 import torch
 
 from elrbench.workloads.registry import Registry
 
-if TYPE_CHECKING:
-    from elrbench.spec import OptimizerSpec
+
+class OptimizerSpec(Protocol):
+    """What an optimizer reads of its spec: the fields of elrbench.spec.OptimizerSpec (spec.py imports
+    this registry to validate names, so this module names the fields, not spec's class)."""
+
+    name: str
+    momentum: Optional[float]
+    nesterov: bool
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
 
 
 class Rule:

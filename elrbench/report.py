@@ -25,6 +25,7 @@ from elrbench.machine import describe
 from elrbench.result import IDENTITY, TrialResult
 from elrbench.store import StudyStore, atomic_write
 from elrbench.tables import (
+    Figure,
     Group,
     Table,
     TrainableDepths,
@@ -55,13 +56,6 @@ class Source:
     baseline: str = "none"  # the warm-up every other is compared against (the spec's report.baseline)
     damaged: dict[str, str] = field(default_factory=dict)  # files that could not be read -> why (filled as read)
     search: Optional[str] = None  # an adaptive search's range and stopping rule (None: a grid)
-
-
-@dataclass(frozen=True)
-class Figure:
-    key: str  # file name
-    caption: str
-    path: Path
 
 
 @dataclass

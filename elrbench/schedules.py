@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from elrbench.workloads.registry import Registry
 
-if TYPE_CHECKING:
-    from elrbench.spec import ScheduleSpec
 
-Schedule = Callable[["ScheduleSpec", float, int, int], float]  # (spec, target lr, step, total steps) -> lr
+class ScheduleSpec(Protocol):
+    """What a schedule reads of its spec: the fields of elrbench.spec.ScheduleSpec (spec.py imports this
+    registry, so this module names the fields, not spec's class)."""
+
+    name: str
+    milestones: tuple[float, ...]
+    gamma: float
+    final_fraction: float
+
+
+Schedule = Callable[[ScheduleSpec, float, int, int], float]  # (spec, target lr, step, total steps) -> lr
 SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Generic, Literal, Optional, TypeVar
 
 from elrbench import stats
@@ -417,6 +418,15 @@ KINDS: dict[str, tuple[Callable[[Group], str], Callable]] = {
     "paired": (lambda g: f"paired against the baseline: {g.label}",
                lambda c: "-" if c is None else "\n".join(c.lines())),
 }
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A drawn figure of the report, as the file it was written to (the report and W&B read it)."""
+
+    key: str  # file name
+    caption: str
+    path: Path
 
 
 @dataclass(frozen=True)

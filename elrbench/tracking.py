@@ -25,9 +25,8 @@ from urllib.parse import urlsplit
 from elrbench.errors import UsageError
 
 if TYPE_CHECKING:
-    from elrbench.report import Figure
     from elrbench.result import TrialResult
-    from elrbench.tables import Table
+    from elrbench.tables import Figure, Table
 
 TABLE_EVERY = 10
 LAYER_COLUMNS = ("layer", "name", "w_norm", "g_norm", "elr", "lr", "c_hat")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from elrbench.adaptive import Design, Layout, Rule, Search, choose_depths, replay, spread_depths
-from elrbench.executors import InlineExecutor
+from elrbench.executors.inline import InlineExecutor
 from elrbench.spec import validate_spec
 from elrbench.store import StudyStore
 from tests.conftest import ROOT, Died, Recorder

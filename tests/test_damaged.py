@@ -285,7 +285,7 @@ def test_sigterm_stops_a_driver_stuck_joining_a_cluster(tmp_path):
     import time
 
     silent = _listener(None)
-    code = ("import sys; from elrbench.study import ray_cluster\n"
+    code = ("import sys; from elrbench.executors.ray import ray_cluster\n"
             "with ray_cluster(sys.argv[1]): print('connected')\n")
     p = subprocess.Popen([sys.executable, "-c", code, f"127.0.0.1:{silent.getsockname()[1]}"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -301,7 +301,7 @@ def test_sigterm_stops_a_driver_stuck_joining_a_cluster(tmp_path):
 def test_a_dead_worker_is_one_line_not_rays_traceback():
     import logging
 
-    from elrbench.study import _OneLineTaskFailures
+    from elrbench.executors.ray import _OneLineTaskFailures
 
     try:
         raise RuntimeError("The actor died unexpectedly before finishing this task.\n\tclass_name: ImplicitFunc")

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from elrbench.errors import UsageError
+from elrbench.executors.ray import plan_concurrency, ray_cluster, run_on_ray
 from elrbench.spec import validate_spec
 from elrbench.store import StudyStore
-from elrbench.study import plan_concurrency, ray_cluster, run_on_ray
 from tests.conftest import Recorder, write_cifar
 
 
@@ -51,7 +51,7 @@ def test_the_embedded_cluster_stays_on_loopback():
 
 def test_a_process_that_imported_ray_first_is_refused():
     # Ray reads its loopback switch once, at import: elrbench cannot keep such a process on 127.0.0.1
-    probe = ("import ray\nfrom elrbench.errors import ElrbenchError\nfrom elrbench.study import ray_cluster\n"
+    probe = ("import ray\nfrom elrbench.errors import ElrbenchError\nfrom elrbench.executors.ray import ray_cluster\n"
              "try:\n    ray_cluster().__enter__()\nexcept ElrbenchError as e:\n    print('refused:', e)\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
@@ -183,7 +183,7 @@ def test_a_study_of_hundreds_of_trials_runs_to_the_end(base_spec, cluster):
 
 
 def test_a_failing_trial_in_a_chunk_fails_alone(base_spec, tmp_path, cluster):
-    # 82 trials on 2 CPUs run as chunks of 3 (elrbench.study.chunked); workload B's data is corrupt,
+    # 82 trials on 2 CPUs run as chunks of 3 (elrbench.executors.ray.chunked); workload B's data is corrupt,
     # so every B trial fails, and the chunk holding A's last trials and B's first runs A's and then
     # records B's failure
     sub = write_cifar(tmp_path / "c10")
@@ -197,7 +197,7 @@ def test_a_failing_trial_in_a_chunk_fails_alone(base_spec, tmp_path, cluster):
     base_spec["budget"] = {"steps": 2, "batch_size": 16, "log_every": 2, "eval_every": 2}
     base_spec["resources"] = {"cpus_per_worker": 1, "max_failures": 1}
     s = validate_spec(base_spec)
-    from elrbench.study import chunked
+    from elrbench.executors.ray import chunked
 
     assert [len(c) for c in chunked(s.expand(), 2, 1)][:14] == [3] * 13 + [3]
     store = StudyStore.create(s)

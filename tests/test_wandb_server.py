@@ -53,26 +53,31 @@ def server(tmp_path_factory):
     log = open(root / "server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([str(venv / "bin" / "openwandb"), "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--data-dir", str(root / "data")], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while True:
+    try:  # the server is stopped however the set-up or the tests end
+        deadline = time.time() + 90
+        while True:
+            try:
+                _get(url, "/api/v2/projects")
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"the W&B-protocol server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        home = root / "home"
+        home.mkdir()
+        env = _env(home)
+        login = subprocess.run([WANDB, "login", "--host", url, KEY], capture_output=True, text=True, env=env,
+                               timeout=120)
+        assert login.returncode == 0, login.stderr
+        assert f"machine 127.0.0.1:{port}" in (home / ".netrc").read_text()  # what a user has: netrc + settings
+        yield url, env
+    finally:
+        proc.terminate()
         try:
-            _get(url, "/api/v2/projects")
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"the W&B-protocol server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    home = root / "home"
-    home.mkdir()
-    env = _env(home)
-    login = subprocess.run([WANDB, "login", "--host", url, KEY], capture_output=True, text=True, env=env, timeout=120)
-    assert login.returncode == 0, login.stderr
-    assert f"machine 127.0.0.1:{port}" in (home / ".netrc").read_text()  # what a user has: netrc + settings
-    yield url, env
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def _env(home: Path) -> dict[str, str]:

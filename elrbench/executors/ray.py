@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from elrbench.errors import ElrbenchError, UsageError
-from elrbench.executors import Events
+from elrbench.executors import Events, Executor
 from elrbench.result import TrialResult
 from elrbench.spec import StudySpec, TrialSpec
 from elrbench.store import StudyStore
@@ -667,3 +667,13 @@ def job_logs(address: str, job_id: str) -> str:
 def stop_job(address: str, job_id: str) -> bool:
     job_info(address, job_id)
     return bool(_jobs(address).stop_job(job_id))
+
+
+class RayExecutor(Executor):
+    """Ray Tune: an embedded cluster on 127.0.0.1 (no address) or the cluster at the address."""
+
+    def where(self) -> str:
+        return f"Ray at {self.address}" if self.address else "an embedded Ray cluster on 127.0.0.1"
+
+    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None) -> list[TrialResult]:
+        return run_on_ray(spec, store, events or Events(), address=self.address)
