@@ -14,7 +14,7 @@ from elrbench.adaptive import describe
 from elrbench.errors import UsageError
 from elrbench.executors import EXECUTORS, Events, Executor, create_executor, preflight
 from elrbench.result import TrialResult
-from elrbench.spec import load_spec
+from elrbench.spec import check_machine, load_spec
 from elrbench.store import StudyStore, check_output_dir
 from elrbench.workloads import UnknownNameError
 
@@ -74,6 +74,7 @@ def resume(
     s = store.spec()
     if store.meta().get("spec_hash") != s.spec_hash():
         fail(f"{store.root / 'spec.yaml'}: does not match study.json (edited?); restore it or submit a new study")
+    check_machine(s, str(store.root / "spec.yaml"))  # trials start here: the data must be on this machine
     ex.check(s)
     preflight(s)
     run_study(s, store, ex, report, "resume")

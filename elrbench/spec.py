@@ -86,19 +86,6 @@ class WorkloadSpec(Frozen):
         problems: list[tuple[str, str]] = []
         data, p = _validate_options(DATASETS.get(self.dataset).meta["options"], self.data, "data")
         problems += p
-        if not p:
-            opts = data_options(self.dataset, data)
-            nbytes, cap = opts.nbytes(), limits().data_bytes
-            if nbytes is not None and nbytes > cap:
-                problems.append(("data", f"{nbytes / 2**30:.1f} GiB of data in memory, more than the limit of "
-                                 f"{cap / 2**30:.1f} GiB; raise it with ELRBENCH_MAX_DATA_BYTES=N if you mean it"))
-            else:
-                try:
-                    problem = check_data(self.dataset, opts)
-                except WorkloadError as e:
-                    problem = str(e)
-                if problem:
-                    problems.append(("data.dir" if "dir" in data else "data", problem))
         mopts, p = _validate_options(MODELS.get(self.model).meta["options"], self.model_options, "model_options")
         problems += p
         if problems:
@@ -108,6 +95,21 @@ class WorkloadSpec(Frozen):
         object.__setattr__(self, "model_options", mopts)
         object.__setattr__(self, "name", name)
         return self
+
+    def machine_problems(self) -> list[tuple[str, str]]:
+        """What this machine lacks for the workload (not part of the spec's validity, which is pure: a
+        finished study is reported on a machine without its data): the data present, and within the
+        memory limit."""
+        opts = data_options(self.dataset, self.data)
+        nbytes, cap = opts.nbytes(), limits().data_bytes
+        if nbytes is not None and nbytes > cap:
+            return [("data", f"{nbytes / 2**30:.1f} GiB of data in memory, more than the limit of "
+                             f"{cap / 2**30:.1f} GiB; raise it with ELRBENCH_MAX_DATA_BYTES=N if you mean it")]
+        try:
+            problem = check_data(self.dataset, opts)
+        except WorkloadError as e:
+            problem = str(e)
+        return [("data.dir" if "dir" in self.data else "data", problem)] if problem else []
 
     def identity(self) -> dict[str, Any]:
         """What defines results: everything but where the data happens to live."""
@@ -632,10 +634,24 @@ def validate_spec(data: dict[str, Any], source: str | None = None) -> StudySpec:
         raise SpecError(problems_of(e), source) from None
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> StudySpec:
+def check_machine(spec: StudySpec, source: str | None = None) -> None:
+    """SpecError unless this machine can run the spec's trials: the checks against the machine, apart
+    from the spec's own (pure) validation. Run where trials start (validate, submit, resume, train,
+    theory), never where a finished study is only read (report, status, compare)."""
+    problems = [(f"workloads.{i}.{loc}", msg)
+                for i, w in enumerate(spec.workloads) for loc, msg in w.machine_problems()]
+    if problems:
+        raise SpecError(problems, source)
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None, machine: bool = True) -> StudySpec:
+    """A spec file, validated; machine: also checked against this machine (check_machine)."""
     path = Path(path)
     data = apply_overrides(read_spec_file(path), overrides or [])
-    return validate_spec(data, str(path))
+    spec = validate_spec(data, str(path))
+    if machine:
+        check_machine(spec, str(path))
+    return spec
 
 
 def dump_spec(spec: StudySpec) -> str:

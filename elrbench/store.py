@@ -190,7 +190,7 @@ class StudyStore:
     def spec(self):
         from elrbench.spec import load_spec
 
-        return load_spec(self.root / "spec.yaml")
+        return load_spec(self.root / "spec.yaml", machine=False)  # reading a study needs no data
 
     def baseline(self) -> str:
         """The spec's report.baseline, read without validating the whole spec (whose data folders

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,27 @@ import pytest
 from elrbench.executors import Events
 
 ROOT = Path(__file__).resolve().parents[1]
+EXE = shutil.which("elrbench", path=str(Path(sys.executable).parent)) or "elrbench"  # the installed command
+
+
+def cli(*args: str, cwd: Path | None = None, columns: int = 200, env: dict[str, str] | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI as a user meets it: the installed `elrbench` command in a subprocess, plain output."""
+    e = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1", **(env or {}))
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+
+# Modules whose tests start real components (a Ray cluster, the CLI in a subprocess, a W&B server, a
+# browser, a wheel build) or run studies: marked slow, so that `pytest -m "not slow"` is a developer's
+# quick loop. CI and the README's test command run everything.
+SLOW_MODULES = {"test_study", "test_cluster", "test_jobs", "test_cli", "test_hardening", "test_damaged",
+                "test_wandb_server", "test_packaging", "test_claims", "test_fuzz", "test_report", "test_compile"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 BASE = {
     "name": "t",
@@ -95,3 +120,11 @@ def stop_at(step: int):
             raise Died(s)
 
     return progress
+
+
+def result_row(depth, warmup, seed, outcome, acc, lr=0.1):
+    """A TrialResult of one grid point, for tests of tables and reports built from rows."""
+    from elrbench.result import TrialResult
+
+    return TrialResult(trial_id=f"t{depth}{warmup}{seed}{lr}", index=0, workload="w", lr=lr, optimizer="sgd",
+                       schedule="constant", depth=depth, warmup=warmup, seed=seed, outcome=outcome, final_test_acc=acc)

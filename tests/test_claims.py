@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_report import run
+from tests.conftest import cli as run
 
 CLAIMS = sorted((ROOT / "studies" / "claims").glob("*.yaml"))
 SMOKE = ["budget.epochs=null", "budget.steps=4", "budget.log_every=1", "grid.seed=[0]", "tracking.wandb=disabled"]

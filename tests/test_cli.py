@@ -4,24 +4,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-
-EXE = shutil.which("elrbench", path=str(Path(sys.executable).parent)) or "elrbench"
-
-
-def run(*args: str, cwd: Path | None = None, columns: int = 200) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS=str(columns), NO_COLOR="1")
-    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+from tests.conftest import EXE, ROOT
+from tests.conftest import cli as run
 
 
 @pytest.fixture

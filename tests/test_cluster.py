@@ -11,7 +11,7 @@ import time
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_cli import run
+from tests.conftest import cli as run
 
 CLUSTER = ROOT / "cluster"
 

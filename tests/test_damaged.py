@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import BASE
-from tests.test_cli import run as cli
+from tests.conftest import BASE, cli
 
 TINY = {**BASE, "name": "dmg",
         "workloads": [{"name": "mlp", "model": "bn_mlp", "dataset": "digits", "width": 8, "threshold": 0.5}],
@@ -223,7 +222,7 @@ def test_a_huge_nesting_limit_is_refused_and_a_deep_spec_fails_fast(tmp_path):
     r = cli("validate", str(path))
     _refused(r, "nested more than 32 levels")
     env_run = __import__("subprocess").run
-    from tests.test_cli import EXE
+    from tests.conftest import EXE
     r = env_run([EXE, "validate", str(path)], capture_output=True, text=True, timeout=120,
                 env=dict(os.environ, ELRBENCH_MAX_NESTING="1000000"))
     _refused(r, "ELRBENCH_MAX_NESTING=1000000: at most 200")

@@ -20,9 +20,7 @@ from elrbench.result import TrialResult
 from elrbench.spec import load_spec, validate_spec
 from elrbench.store import StudyStore
 from elrbench.train import Checkpoints, run_trial
-from tests.conftest import Died, stop_at
-from tests.test_cli import EXE
-from tests.test_cli import run as cli
+from tests.conftest import EXE, Died, cli, stop_at
 
 
 def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli import run as _run
+from tests.conftest import cli as _run
 
 
 def run(*args):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 
@@ -16,7 +15,7 @@ from elrbench.result import TrialResult
 from elrbench.spec import validate_spec
 from elrbench.store import StudyStore
 from elrbench.tables import Table, best_lr, by_depth, failure_boundary
-from tests.test_cli import EXE
+from tests.conftest import cli as run
 
 SECRET = "dummy-secret-fedcba9876543210fedcba9876543210"
 
@@ -63,11 +62,6 @@ def test_table_numbers_from_a_written_store(tmp_path, base_spec):
     assert t.kind == "boundary" and t.title == "failure boundary: w  sgd  constant"
     assert t.header == ["depth", "warm-up: none", "warm-up: lin"] and t.rows == [["4", "1", "1"], ["32", "-", "0.1"]]
     assert Table.of("best_lr", best).rows[0][2].endswith(" @ lr 1")
-
-
-def run(*args, env=None):
-    e = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
-    return subprocess.run([EXE, *args], capture_output=True, text=True, env=e, timeout=600)
 
 
 @pytest.fixture(scope="module")

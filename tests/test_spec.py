@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import yaml
 
 from elrbench.errors import SpecError
-from elrbench.spec import apply_overrides, load_spec, validate_spec
+from elrbench.spec import apply_overrides, check_machine, load_spec, validate_spec
 from tests.conftest import BASE, ROOT, write_cifar
 
 
@@ -170,11 +171,40 @@ CATALOGUE = [
 @pytest.mark.parametrize("case,mutate,loc", CATALOGUE, ids=[c[0] for c in CATALOGUE])
 def test_malformed_spec_names_the_field(base_spec, case, mutate, loc):
     mutate(base_spec)
-    with pytest.raises(SpecError) as e:
-        validate_spec(base_spec)
+    with pytest.raises(SpecError) as e:  # the spec's own validation, or (data folders) the machine's check
+        check_machine(validate_spec(base_spec))
     locs = [p[0] for p in e.value.problems]
     assert loc in locs, f"{case}: expected a problem at {loc}, got {e.value.problems}"
     assert all(msg for _, msg in e.value.problems)
+
+
+def test_validation_is_pure_and_a_finished_study_reports_without_its_data_folder(base_spec, tmp_path):
+    """A spec's validity does not depend on the machine: a study that read CIFAR from a folder is
+    reported (and its status shown) where the folder is gone; starting trials there is refused."""
+    from elrbench.executors import create_executor
+    from elrbench.report import build, from_store
+    from elrbench.store import StudyStore
+    from tests.conftest import cli, write_cifar
+
+    write_cifar(tmp_path / "cifar", "cifar10")
+    base_spec["workloads"] = [{"model": "bn_mlp", "dataset": "cifar10", "width": 8, "threshold": 0.5,
+                               "data": {"dir": str(tmp_path / "cifar")}}]
+    base_spec["grid"]["depth"] = [2, 3]
+    base_spec["budget"].update(steps=4, batch_size=16, log_every=2)
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    create_executor("inline").run(s, store)
+    shutil.rmtree(tmp_path / "cifar")
+    s2 = validate_spec(base_spec)  # still valid: the folder is the machine's business
+    with pytest.raises(SpecError) as e:
+        check_machine(s2)
+    assert e.value.problems[0][0] == "workloads.0.data.dir"
+    rep = build(from_store(StudyStore.open(store.root)), tmp_path / "report")
+    assert (tmp_path / "report" / "report.html").is_file() and rep.tables
+    r = cli("status", str(store.root))
+    assert r.returncode == 0 and "2/2 trials have a result" in r.stdout, r.stderr
+    r = cli("resume", str(store.root), "--executor", "inline")
+    assert r.returncode == 2 and "workloads.0.data.dir" in r.stderr, r.stderr
 
 
 def test_catalogue_is_large_enough():
@@ -211,11 +241,11 @@ def test_cifar_folder_is_checked(base_spec, tmp_path):
     base_spec["grid"]["depth"] = [8]
     s = validate_spec(base_spec)
     assert s.workloads[0].data["augment"] is True
-    # a truncated file is refused at validation, with the file named
+    # a truncated file is refused by the machine's check (validate, submit), with the file named
     f = tmp_path / "c10" / "cifar-10-batches-bin" / "data_batch_3.bin"
     f.write_bytes(f.read_bytes()[:-5])
     with pytest.raises(SpecError, match="data_batch_3.bin.*whole number"):
-        validate_spec(base_spec)
+        check_machine(validate_spec(base_spec))
 
 
 STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from elrbench import stats
-from elrbench.result import TrialResult
 from elrbench.tables import Table, by_depth, paired, trainable_depths
-
-
-def _row(depth, warmup, seed, outcome, acc, lr=0.1):
-    return TrialResult(trial_id=f"t{depth}{warmup}{seed}{lr}", index=0, workload="w", lr=lr, optimizer="sgd",
-                       schedule="constant", depth=depth, warmup=warmup, seed=seed, outcome=outcome, final_test_acc=acc)
+from tests.conftest import result_row as _row
 
 
 def test_by_depth_cells():

@@ -143,7 +143,7 @@ def test_a_wandb_report_is_built_without_a_server():
     from elrbench.spec import TrackingSpec
     from elrbench.tables import Table, by_depth
     from elrbench.tracking import save_wandb_report, wandb_report
-    from tests.test_tables import _row
+    from tests.conftest import result_row as _row
 
     (grid,) = by_depth([_row(4, "none", 0, "trained", 0.9), _row(8, "none", 0, "untrained", 0.3)])
     table = Table.of("by_depth", grid)
@@ -171,7 +171,7 @@ def test_a_wandb_report_is_built_without_a_server():
 def test_study_mode_keeps_one_run_with_every_trials_result(base_spec, tmp_path):
     import yaml
 
-    from tests.test_cli import run as cli
+    from tests.conftest import cli
 
     base_spec["grid"]["seed"] = [0, 1, 2]
     base_spec["budget"]["steps"] = 6

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli import EXE
+from tests.conftest import EXE
 
 REQUIREMENTS = Path(__file__).parent / "wandb_server" / "requirements.txt"
 WANDB = str(Path(EXE).parent / "wandb")
