@@ -41,10 +41,11 @@ def critical_lr_cmd(spec: Path = typer.Argument(..., help="study spec"), overrid
     table = Table(title=f"{t.trial_id} at initialization (batch of {len(snap.y)})", title_justify="left")
     for col in ("#", "tensor", "||W||", "||g||", "c_hat", f"ELR at lr={t.lr:g}", "classic lr/||W||^2"):
         table.add_column(col, justify="right" if col != "tensor" else "left", overflow="fold")
-    for i, (n, w, g, c, el) in enumerate(zip(snap.names, snap.w.tolist(), snap.g.tolist(), snap.c_hat.tolist(),
-                                             e.tolist())):
+    classic = elr.classic_elr(torch.tensor(t.lr, dtype=snap.w.dtype), snap.w).tolist()
+    for i, (n, w, g, c, el, cl) in enumerate(zip(snap.names, snap.w.tolist(), snap.g.tolist(), snap.c_hat.tolist(),
+                                                 e.tolist(), classic)):
         table.add_row(str(i), n, f"{w:.4g}", f"{g:.4g}", f"{c:.4g}", f"{el:.4g}" + (" >1" if el > 1 else ""),
-                      f"{t.lr / (w * w):.4g}")
+                      f"{cl:.4g}")
     console.print(table)
     eta = float(elr.critical_lr(snap.c_hat.double()))
     console.print(f"ELR spread log10(max/min) = {float(elr.spread(snap.c_hat.double())):.3f}   "

@@ -219,7 +219,7 @@ def log_row(step: int, m: Measure, e: torch.Tensor, lrs: torch.Tensor | float,
     c = elr.c_hat(w, g)
     ok = elr.live(c)
     e_live = torch.where(ok, e, 0.0)
-    cols = {"w_norm": w, "g_norm": g, "elr": e, "lr": lr, "c_hat": c, "base_grad": g * w,
+    cols = {"w_norm": w, "g_norm": g, "elr": e, "lr": lr, "c_hat": c, "base_grad": elr.base_gradient(w, g),
             "classic_elr": elr.classic_elr(lr, w)} | ({"update_ratio": update.double()} if update is not None else {})
     sums = {"dead_layers": (~ok).sum(), "overshooting_layers": (ok & (e > 1)).sum(), "elr_spread": elr.spread(e_live),
             "elr_spread_std": elr.spread_std(e_live), "elr_min": torch.where(ok, e, torch.inf).min(),

@@ -26,6 +26,12 @@ def c_hat(w_norm: torch.Tensor, g_norm: torch.Tensor) -> torch.Tensor:
     return g_norm / w_norm.clamp_min(TINY)
 
 
+def base_gradient(w_norm: torch.Tensor, g_norm: torch.Tensor) -> torch.Tensor:
+    """c_l = ||g_l|| ||W_l||: the base gradient, constant under plain SGD in the weight-dynamics model
+    (docs/definitions.md, section 3); c_hat = c_l / ||W_l||^2."""
+    return g_norm * w_norm
+
+
 def relative_norms(vectors: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
     """||v_l|| / ||W_l|| per tensor, in two fused norm passes (e.g. an optimizer's update direction)."""
     num = torch.stack(torch._foreach_norm(vectors))

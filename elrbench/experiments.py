@@ -106,7 +106,7 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
     w1, g1 = after_step(eta_crit)
     snap.model.load_state_dict(start)
     e_top = eta_crit * float(snap.c_hat[top])
-    top_ratio = float(w1[top] * g1[top] / (snap.w[top] * snap.g[top]))
+    top_ratio = float(elr.base_gradient(w1[top], g1[top]) / elr.base_gradient(snap.w[top], snap.g[top]))
     measured_t = torch.tensor(measured, dtype=torch.float64)
     predicted = one_step_spread(snap.c_hat, lrs)
     rotation = one_step_spread(snap.c_hat, lrs, "rotation")
@@ -178,7 +178,7 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
     names, rows = store.layers(trial.trial_id)
     steps = rows[-1]["step"]
     lr_by_step = {r["step"]: r["lr"][0] for r in rows}  # the rates the run applied, warm-up included
-    sim = simulate(snap.w * snap.g, snap.w, trial.lr, steps, optimizer=trial.optimizer,
+    sim = simulate(elr.base_gradient(snap.w, snap.g), snap.w, trial.lr, steps, optimizer=trial.optimizer,
                    schedule=lambda t: lr_by_step.get(t + 1, trial.lr), dim=snap.dims)
     out = []
     for r in rows:
@@ -191,8 +191,8 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
             "w_rel_err_median": float(((w_pred - w_meas).abs() / w_meas).median()),
             "elr_log10_err_median": float((torch.log10(e_pred) - torch.log10(e_meas)).abs().median()),
             "spread_measured": float(elr.spread(e_meas)), "spread_predicted": float(elr.spread(e_pred)),
-            "c_drift_median": float(((w_meas * torch.tensor(r["g_norm"], dtype=torch.float64))
-                                     / (snap.w * snap.g)).log10().abs().median()),
+            "c_drift_median": float((elr.base_gradient(w_meas, torch.tensor(r["g_norm"], dtype=torch.float64))
+                                     / elr.base_gradient(snap.w, snap.g)).log10().abs().median()),
         })
     return {"layers": len(names), "steps": steps, "rows": out}
 
@@ -229,7 +229,7 @@ def forecast(spec: StudySpec) -> list[Forecast]:
         steps = plan(t, len(load_dataset(t.workload.dataset, t.workload.data).x_train)).total_steps
         warm = create_warmup(t.warmup.name, t.warmup.options, steps, t.optimizer)
         sched = [scheduled_lr(t.schedule, t.lr, i, steps) for i in range(steps)]
-        tr = simulate(snap.w * snap.g, snap.w, t.lr, steps, optimizer=t.optimizer, warmup=warm,
+        tr = simulate(elr.base_gradient(snap.w, snap.g), snap.w, t.lr, steps, optimizer=t.optimizer, warmup=warm,
                       schedule=sched.__getitem__, dim=snap.dims)
         k = min(spec.diagnostics.early_steps, steps)
         below = int((tr.lr < torch.tensor(sched, dtype=torch.float64) * (1 - 1e-12)).sum())
