@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from elrbench import elr
+from elrbench.defaults import DEFAULT_OPTIMIZER, NO_WARMUP
 from elrbench.diagnostics import grad_explosion_slope, self_check
 from elrbench.errors import SpecError, UsageError
 from elrbench.experiments import critical_lr_check, forecast, init_snapshot, predictivity, spread_summary
@@ -98,10 +99,10 @@ def simulate_cmd(
     top: float = typer.Option(10.0, help="toy: log10 of the largest base gradient"),
     lr: float = typer.Option(0.1, help="target learning rate"),
     steps: int = typer.Option(200),
-    optimizer: str = typer.Option("sgd", help=f"one of {', '.join(OPTIMIZERS.names())}"),
+    optimizer: str = typer.Option(DEFAULT_OPTIMIZER, help=f"one of {', '.join(OPTIMIZERS.names())}"),
     momentum: Optional[float] = typer.Option(None, help="sgdm's momentum (default 0.9)"),
     weight_decay: float = typer.Option(0.0),
-    warmup: str = typer.Option("none", help=f"one of {', '.join(WARMUPS.names())}, with options as in a spec: "
+    warmup: str = typer.Option(NO_WARMUP, help=f"one of {', '.join(WARMUPS.names())}, with options as in a spec: "
                                             "'{name: linear, steps: 50}'"),
     trains_at: Optional[int] = typer.Option(None, help="for warm-ups that read the training accuracy (he_classic): "
                                                        "the step from which the batch accuracy counts as 1 (the "
@@ -137,7 +138,7 @@ def simulate_cmd(
         table.add_row(str(i), f"{float(tr.lr[i]):.3g}", f"{float(tr.spread[i]):.3f}",
                       f"{float(tr.elr[i].min()):.3g}", f"{float(tr.elr[i].max()):.3g}")
     console.print(table)
-    if warm_spec.name == "none" and opt.name == "sgd":
+    if warm_spec.name == NO_WARMUP and opt.name == DEFAULT_OPTIMIZER:
         e0 = lr * c / w0**2
         if float(e0.max()) < 1:
             console.print(f"closed form: spread < 0.05 after {steps_to_spread(e0, 0.05)} steps")

@@ -13,6 +13,7 @@ from typing import ClassVar, Optional, Protocol
 import numpy as np
 import torch
 
+from elrbench.defaults import DEFAULT_OPTIMIZER
 from elrbench.workloads.registry import Registry
 
 
@@ -152,7 +153,7 @@ def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
 
 
-@OPTIMIZERS.register("sgd")
+@OPTIMIZERS.register(DEFAULT_OPTIMIZER)
 class Sgd(Optimizer):
     """Plain SGD (weight decay as L2 on the gradient, as torch.optim.SGD)."""
 

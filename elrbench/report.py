@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from elrbench import plots
+from elrbench.defaults import CONSTANT, DEFAULT_OPTIMIZER, NO_WARMUP
 from elrbench.machine import describe
 from elrbench.result import IDENTITY, TrialResult
 from elrbench.store import StudyStore, atomic_write
@@ -53,7 +54,7 @@ class Source:
     layers: Optional[Layers]  # None: not available (W&B files hold per-layer tables only now and then)
     n_planned: Optional[int] = None
     origin: str = ""
-    baseline: str = "none"  # the warm-up every other is compared against (the spec's report.baseline)
+    baseline: str = NO_WARMUP  # the warm-up every other is compared against (the spec's report.baseline)
     damaged: dict[str, str] = field(default_factory=dict)  # files that could not be read -> why (filled as read)
     search: Optional[str] = None  # an adaptive search's range and stopping rule (None: a grid)
 
@@ -241,7 +242,8 @@ def model_figures(ctx: Context) -> list[Drawn]:
     constant learning rate without warm-up."""
     if ctx.src.layers is None:
         return []
-    plain = [r for r in ctx.chosen if r.warmup == "none" and r.schedule == "constant" and r.optimizer == "sgd"]
+    plain = [r for r in ctx.chosen
+             if r.warmup == NO_WARMUP and r.schedule == CONSTANT and r.optimizer == DEFAULT_OPTIMIZER]
     out = []
     for r in plain[:2]:
         _, layers = ctx.src.layers(r.trial_id)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+from elrbench.defaults import CONSTANT
 from elrbench.workloads.registry import Registry
 
 
@@ -28,7 +29,7 @@ def scheduled_lr(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> 
     return SCHEDULES.get(spec.name).fn(spec, lr, step, total_steps)
 
 
-@SCHEDULES.register("constant")
+@SCHEDULES.register(CONSTANT)
 def constant(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> float:
     return lr
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from elrbench.defaults import CONSTANT, DEFAULT_OPTIMIZER, NO_WARMUP
 from elrbench.errors import SpecError
 from elrbench.optimizers import OPTIMIZERS
 from elrbench.schedules import SCHEDULES
@@ -186,7 +187,7 @@ class WarmupSpec(Frozen):
 class ScheduleSpec(Frozen):
     """A base schedule by registered name (elrbench/schedules.py)."""
 
-    name: registered(SCHEDULES) = "constant"
+    name: registered(SCHEDULES) = CONSTANT
     milestones: tuple[float, ...] = Field((0.5, 0.75), description="step: decay points as fractions of the budget")
     gamma: float = Field(0.1, gt=0, le=1, description="step: factor at each milestone")
     final_fraction: float = Field(0.0, ge=0, le=1, description="cosine: final rate as a fraction of the peak")
@@ -231,8 +232,8 @@ class GridSpec(Frozen):
     depth: list[int] = Field(default_factory=list, description="the depths of a grid search (an adaptive search "
                                                              "takes search.depth instead)")
     lr: list[float]
-    optimizer: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name="sgd")])
-    warmup: list[WarmupSpec] = Field(default_factory=lambda: [WarmupSpec(name="none")])
+    optimizer: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name=DEFAULT_OPTIMIZER)])
+    warmup: list[WarmupSpec] = Field(default_factory=lambda: [WarmupSpec(name=NO_WARMUP)])
     schedule: list[ScheduleSpec] = Field(default_factory=lambda: [ScheduleSpec()])
     seed: list[int] = Field(default_factory=lambda: [0])
 
@@ -338,7 +339,7 @@ class TrackingSpec(Frozen):
 
 
 class ReportSpec(Frozen):
-    baseline: str = Field("none", description="the warm-up (as labelled in tables) every other warm-up is "
+    baseline: str = Field(NO_WARMUP, description="the warm-up (as labelled in tables) every other warm-up is "
                                               "compared against, paired by seed")
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
 from elrbench import __version__
+from elrbench.defaults import NO_WARMUP
 from elrbench.errors import StoreError
 from elrbench.machine import machine
 from elrbench.result import TrialResult
@@ -199,9 +200,9 @@ class StudyStore:
 
         try:
             raw = yaml.safe_load(read_bytes(self.root / "spec.yaml").decode("utf-8")) or {}
-            return str((raw.get("report") or {}).get("baseline", "none"))
+            return str((raw.get("report") or {}).get("baseline", NO_WARMUP))
         except (OSError, ValueError, yaml.YAMLError, AttributeError):
-            return "none"
+            return NO_WARMUP
 
     # ------------------------------------------------------------ one writer at a time
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from elrbench import elr
+from elrbench.defaults import DEFAULT_OPTIMIZER
 from elrbench.diagnostics import Measure
 from elrbench.optimizers import create_optimizer
 from elrbench.warmup import StepContext, Warmup
@@ -135,7 +136,7 @@ def simulate(
     mask = np.arange(width)[None, :] < dims[:, None]  # (layers, width): which entries exist
     w = rng.standard_normal((n, width)) * mask
     w *= (np.asarray(w0, dtype=np.float64) / np.linalg.norm(w, axis=1))[:, None]
-    rule = create_optimizer(optimizer or OptimizerSpec(name="sgd")).rule()
+    rule = create_optimizer(optimizer or OptimizerSpec(name=DEFAULT_OPTIMIZER)).rule()
     norms = np.empty((steps + 1, n))
     upd = np.empty((steps, n))
     lrs = np.empty(steps)

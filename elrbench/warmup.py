@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from elrbench import elr
+from elrbench.defaults import NO_WARMUP
 from elrbench.optimizers import OptimizerSpec, create_optimizer
 from elrbench.workloads.registry import Registry
 
@@ -94,7 +95,7 @@ def create_warmup(name: str, options: dict[str, Any] | None, total_steps: int,
     return WARMUPS.get(name).fn(warmup_options(name, options), total_steps, optimizer)
 
 
-@WARMUPS.register("none", options=WarmupOptions)
+@WARMUPS.register(NO_WARMUP, options=WarmupOptions)
 class NoWarmup(Warmup):
     pass
 
