@@ -73,3 +73,34 @@ def test_golden_numbers_of_a_fixed_tiny_trial(tmp_path, grid, expected):
     r = run_trial(t)
     got = (r.final_train_loss, r.final_test_loss, r.final_test_acc, r.spread_mean)
     assert got == pytest.approx(expected, rel=1e-4), got
+
+
+def test_the_definitions_doc_matches_the_registries():
+    """docs/definitions.md restates each warm-up's options and defaults, the optimizers and the
+    schedules: every registered name and option is there, and every default it states is the code's."""
+    import re
+
+    from elrbench.optimizers import OPTIMIZERS
+    from elrbench.schedules import SCHEDULES
+    from elrbench.spec import ScheduleSpec
+    from elrbench.warmup import WARMUPS
+
+    doc = (ROOT / "docs" / "definitions.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", doc, re.M)}
+    assert set(WARMUPS.names()) <= set(rows), set(WARMUPS.names()) - set(rows)
+    for name in WARMUPS.names():
+        defaults = WARMUPS.get(name).meta["options"]().model_dump()
+        options_cell = rows[name].split(" | ")[2]
+        for option, value in defaults.items():
+            assert f"`{option}`" in options_cell, (name, option)
+            stated = re.search(rf"`{option}`[^(`]*\(([^)]*)\)", options_cell)
+            if value is not None and stated:  # e.g. "`steps` k (100)", "`momentum_correction` (false)"
+                text = stated.group(1).split(":")[0].strip()  # "(0: off)" states 0
+                assert text == str(value).lower() or float(text) == value, (name, option, text)
+    for name in OPTIMIZERS.names():
+        assert f"`{name}`" in doc, name
+    assert f"momentum, default {OPTIMIZERS.get('sgdm').fn.default_momentum:g}" in doc
+    for name in SCHEDULES.names():
+        assert f"`{name}`" in doc, name
+    s = ScheduleSpec(name="step")
+    assert s.milestones == (0.5, 0.75) and s.gamma == 0.1 and "0.5 and 0.75, γ = 0.1" in doc
