@@ -43,7 +43,6 @@ def build(network: str, variant: str, threads: int, compile: str | None = None, 
     """One variant's step function (and a sync), on its own Setup and TrainState; compile: the
     resources.compile setting of a compiled variant (default on); gpus: gpus_per_worker."""
     import torch
-    import torch.nn.functional as F
 
     from elrbench import train
     from elrbench.spec import validate_spec
@@ -66,17 +65,8 @@ def build(network: str, variant: str, threads: int, compile: str | None = None, 
         run.channels_last = False
     state = train.TrainState(run)
 
-    def step(s: int) -> None:  # = the step of elrbench.train.run_trial, without its log/eval periods
-        x, y = run.batch(s)
-        out = run.forward(x)
-        loss = F.cross_entropy(out, y)
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        lr, lrs, m = train.set_learning_rates(run, state, s, out, y)
-        if run.diag:
-            run.diag.record(m, lrs, s)
-        run.opt.step()
-        state.accumulate(loss.detach(), out, y, s)
+    def step(s: int) -> None:  # the product's own step (run_trial's), without its log and eval periods
+        train.train_step(run, state, s)
 
     def sync() -> None:
         float(state.acc["loss"])

@@ -71,29 +71,12 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
     try:
         while state.step < total:
             t0 = time.perf_counter()
-            step = state.step
-            x, y = run.batch(step)
-            out = run.forward(x)
-            loss = F.cross_entropy(out, y)
-            run.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if run.plan.compile != "off" and run.compile_s is None:  # this process's first step compiles
-                run.compile_s = time.perf_counter() - t0
-                log.info("%s: compiled (%s) in %.1f s", trial.trial_id, run.plan.compile, run.compile_s)
-            log_now = (step + 1) % b.log_every == 0 or step + 1 == total
-            lr, lrs, m = set_learning_rates(run, state, step, out, y)
-            e = run.diag.record(m, lrs, step) if run.diag else None
-            if log_now:  # the norms before this step's update, and a copy of W for the actual update
-                grad_norm = torch.nn.utils.get_total_norm([q.grad for q in run.params if q.grad is not None])
-                if run.diag:
-                    run.diag.snapshot()
-            run.optimizer.before_step(run.opt, run.scale_invariant)
-            run.opt.step()
-            state.accumulate(loss.detach(), out, y, step)
+            log_now = (state.step + 1) % b.log_every == 0 or state.step + 1 == total
+            st = train_step(run, state, state.step, log_now)
             state.step += 1
             state.train_s += time.perf_counter() - t0
 
-            row = state.log(lr, lrs, m, e, grad_norm) if log_now else {}
+            row = state.log(st.lr, st.lrs, st.measure, st.elr, st.grad_norm) if log_now else {}
             if not state.diverged and (state.step % run.plan.eval_every == 0 or state.step == total):
                 row |= state.evaluate()
             if row:
@@ -123,6 +106,46 @@ def run_trial(trial: TrialSpec, store: StudyStore | None = None, *, resume: bool
         writer.write_result(result)
         ckpts.clear()
     return result
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one training step leaves for the loop's log: its learning rate, per-layer rates, the
+    per-layer statistics and ELRs it read, and (at a log step) the global gradient norm."""
+
+    lr: float
+    lrs: torch.Tensor | float
+    measure: Any
+    elr: Optional[torch.Tensor]
+    grad_norm: Optional[torch.Tensor] = None
+
+
+def train_step(run: Setup, state: TrainState, step: int, log_now: bool = False) -> Step:
+    """One optimizer step of a trial, the same for the training loop and the benchmarks: the batch,
+    forward, backward, the warm-up (reading this step's per-layer statistics, on the device), the
+    optimizer's hook and step, and the on-device accumulators. log_now: also the norms before the
+    update and a copy of W (for the actual update ratio). The first step of a compiled trial is
+    timed into run.compile_s (it compiles)."""
+    t0 = time.perf_counter()
+    x, y = run.batch(step)
+    out = run.forward(x)
+    loss = F.cross_entropy(out, y)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.plan.compile != "off" and run.compile_s is None:  # this process's first step compiles
+        run.compile_s = time.perf_counter() - t0
+        log.info("%s: compiled (%s) in %.1f s", run.trial.trial_id, run.plan.compile, run.compile_s)
+    lr, lrs, m = set_learning_rates(run, state, step, out, y)
+    e = run.diag.record(m, lrs, step) if run.diag else None
+    grad_norm = None
+    if log_now:  # the norms before this step's update, and a copy of W for the actual update
+        grad_norm = torch.nn.utils.get_total_norm([q.grad for q in run.params if q.grad is not None])
+        if run.diag:
+            run.diag.snapshot()
+    run.optimizer.before_step(run.opt, run.scale_invariant)
+    run.opt.step()
+    state.accumulate(loss.detach(), out, y, step)
+    return Step(lr, lrs, m, e, grad_norm)
 
 
 def set_learning_rates(run: Setup, state: TrainState, step: int, out: torch.Tensor,
