@@ -45,7 +45,8 @@ def show(spec: Path = typer.Argument(..., help="study spec"), overrides: list[st
 
 def compile_line(s, trials) -> str:
     """What resources.compile does to these trials (auto: which are long enough to compile)."""
-    from elrbench.train import COMPILE_MIN_STEPS, plan
+    from elrbench.compiling import COMPILE_MIN_STEPS
+    from elrbench.train import plan
     from elrbench.workloads import load_dataset
 
     n_train = {w.name: len(load_dataset(w.dataset, w.data).x_train) for w in s.workloads}

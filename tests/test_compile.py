@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from elrbench import train
+from elrbench.compiling import COMPILE_MIN_STEPS, compile_mode
 from elrbench.errors import SpecError
 from elrbench.spec import validate_spec
-from elrbench.train import COMPILE_MIN_STEPS, compile_mode, run_trial
+from elrbench.train import run_trial
 from tests.conftest import ROOT
 
 
