@@ -176,17 +176,17 @@ def scan_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: lis
     table = Table(title=f"{t.trial_id}: one SGD step from init, spread of c_hat after it", title_justify="left")
     for col in ("lr", "lr / eta_crit", "measured log10 spread", "model: constant c", "model: rotation"):
         table.add_column(col, justify="right")
-    for i in range(0, len(r["lrs"]), max(1, len(r["lrs"]) // 12)):
-        table.add_row(f"{r['lrs'][i]:.3g}", f"{r['lrs'][i] / r['eta_crit']:.3g}", f"{r['measured'][i]:.3f}",
-                      f"{r['predicted'][i]:.3f}", f"{r['rotation'][i]:.3f}")
+    for i in range(0, len(r.lrs), max(1, len(r.lrs) // 12)):
+        table.add_row(f"{r.lrs[i]:.3g}", f"{r.lrs[i] / r.eta_crit:.3g}", f"{r.measured[i]:.3f}",
+                      f"{r.predicted[i]:.3f}", f"{r.rotation[i]:.3f}")
     console.print(table)
-    console.print(f"layers {r['layers']}, spread at init D = {r['spread_init']:.3f}; eta_crit {r['eta_crit']:.4g}; "
-                  f"empirical minimizer {r['empirical_argmin']:.4g} (ratio to eta_crit {r['ratio']:.3f}); "
-                  f"constant-c model minimizer {r['model_argmin']:.4g}; rotation model: eta~ = "
-                  f"(c_max^2 c_min)^(-1/3) = {r['eta_rotation']:.4g} (ratio {r['eta_rotation'] / r['eta_crit']:.3f}"
-                  f" = 10^(-D/6)), its minimizer {r['rotation_argmin']:.4g}; min spread measured "
-                  f"{r['spread_min_measured']:.3f}, constant-c model {r['spread_min_predicted']:.3f}, rotation model "
-                  f"{r['spread_min_rotation']:.3f}", soft_wrap=True)
+    console.print(f"layers {r.layers}, spread at init D = {r.spread_init:.3f}; eta_crit {r.eta_crit:.4g}; "
+                  f"empirical minimizer {r.empirical_argmin:.4g} (ratio to eta_crit {r.ratio:.3f}); "
+                  f"constant-c model minimizer {r.model_argmin:.4g}; rotation model: eta~ = "
+                  f"(c_max^2 c_min)^(-1/3) = {r.eta_rotation:.4g} (ratio {r.eta_rotation / r.eta_crit:.3f}"
+                  f" = 10^(-D/6)), its minimizer {r.rotation_argmin:.4g}; min spread measured "
+                  f"{r.spread_min_measured:.3f}, constant-c model {r.spread_min_predicted:.3f}, rotation model "
+                  f"{r.spread_min_rotation:.3f}", soft_wrap=True)
 
 
 @app.command("rotation")
@@ -204,22 +204,22 @@ def rotation_cmd(spec: Path = typer.Argument(..., help="study spec: its workload
     console.print(f"{s.study_id}: scanning {len({(t.workload.name, t.depth) for t in s.expand()})} networks x "
                   f"{batches} batches ({points} learning rates each)", highlight=False)
     r = rotation_fit(s, batches=batches, points=points,
-                     progress=lambda row: console.print(f"  {row['network']} batch {row['batch']}: D {row['D']:.2f}, "
-                                                        f"ratio {row['ratio']:.3f}", style="dim", highlight=False))
+                     progress=lambda row: console.print(f"  {row.network} batch {row.batch}: D {row.D:.2f}, "
+                                                        f"ratio {row.ratio:.3f}", style="dim", highlight=False))
     table = Table(title="one SGD step from init: measured minimizer / eta_crit against the rotation model",
                   title_justify="left")
     for col in ("network", "batch", "D (log10 spread)", "measured ratio", "10^(-D/6)", "rotation-model argmin",
                 "top layer ELR at eta_crit", "top c'/c measured", "cos(arctan E)"):
         table.add_column(col, justify="right" if col != "network" else "left")
-    for row in r["rows"]:
-        table.add_row(row["network"], str(row["batch"]), f"{row['D']:.2f}", f"{row['ratio']:.3f}",
-                      f"{row['predicted']:.3f}", f"{row['rotation_argmin_ratio']:.3f}", f"{row['top_elr']:.3g}",
-                      f"{row['top_base_ratio']:.3g}", f"{row['top_cos']:.3g}")
+    for row in r.rows:
+        table.add_row(row.network, str(row.batch), f"{row.D:.2f}", f"{row.ratio:.3f}",
+                      f"{row.predicted:.3f}", f"{row.rotation_argmin_ratio:.3f}", f"{row.top_elr:.3g}",
+                      f"{row.top_base_ratio:.3g}", f"{row.top_cos:.3g}")
     console.print(table)
-    lo, hi = r["slope_interval"]
+    lo, hi = r.slope_interval
     verdict = "includes" if lo <= -1 / 6 <= hi else "excludes"
-    console.print(f"slope of log10(ratio) on D: {r['slope']:+.3f} [{lo:+.3f}, {hi:+.3f}] (95%, bootstrap over "
-                  f"{r['networks']} networks; intercept {r['intercept']:+.3f}); the rotation model says -0.167: the "
+    console.print(f"slope of log10(ratio) on D: {r.slope:+.3f} [{lo:+.3f}, {hi:+.3f}] (95%, bootstrap over "
+                  f"{r.networks} networks; intercept {r.intercept:+.3f}); the rotation model says -0.167: the "
                   f"interval {verdict} it", highlight=False, soft_wrap=True)
 
 
@@ -231,15 +231,15 @@ def predict_cmd(spec: Path = typer.Argument(..., help="study spec"), overrides: 
     s = load_spec(spec, overrides or [])
     t = pick_trial(s, trial, spec)
     r = predictivity(s, t)
-    table = Table(title=f"{t.trial_id}: predicted vs measured ({r['layers']} layers)", title_justify="left")
+    table = Table(title=f"{t.trial_id}: predicted vs measured ({r.layers} layers)", title_justify="left")
     for col in ("step", "median |dW|/W", "median |log10 E err|", "spread meas.", "spread pred.",
                 "median |log10 c/c0|"):
         table.add_column(col, justify="right")
-    for row in r["rows"]:
-        if row["step"] in (1, 2, 5) or row["step"] % max(1, r["steps"] // 10) == 0:
-            table.add_row(str(row["step"]), f"{row['w_rel_err_median']:.3f}", f"{row['elr_log10_err_median']:.3f}",
-                          f"{row['spread_measured']:.3f}", f"{row['spread_predicted']:.3f}",
-                          f"{row['c_drift_median']:.3f}")
+    for row in r.rows:
+        if row.step in (1, 2, 5) or row.step % max(1, r.steps // 10) == 0:
+            table.add_row(str(row.step), f"{row.w_rel_err_median:.3f}", f"{row.elr_log10_err_median:.3f}",
+                          f"{row.spread_measured:.3f}", f"{row.spread_predicted:.3f}",
+                          f"{row.c_drift_median:.3f}")
     console.print(table)
     console.print("last column: drift of the measured base gradient c_l from its value at init (the model "
                   "assumes 0)")

@@ -73,8 +73,36 @@ def init_snapshot(trial: TrialSpec, batch: int = 0) -> Snapshot:
     return Snapshot(model, [n for n, _ in found], params, x, y, wn, g)
 
 
+@dataclass(frozen=True)
+class CriticalLrCheck:
+    """critical_lr_check's answer for one network and batch: eta_crit against the measured minimizer of
+    the one-step spread, the models' curves on the same lr grid, and the top layer at eta_crit."""
+
+    layers: int
+    eta_crit: float
+    empirical_argmin: float  # the lr of the grid whose step leaves the smallest measured spread
+    ratio: float  # empirical_argmin / eta_crit
+    model_argmin: float  # the constant-c model's minimizer on the grid
+    eta_rotation: float  # (c_max^2 c_min)^(-1/3)
+    rotation_argmin: float  # the rotation model's minimizer on the grid
+    spread_init: float  # D, the log10 spread of c_hat before the step
+    spread_min_measured: float
+    spread_min_predicted: float
+    spread_min_rotation: float
+    target_lr: float  # the trial's lr
+    max_elr_at_target: float
+    lrs: list[float]
+    measured: list[float]  # the measured spread after one step at each lr
+    predicted: list[float]  # the constant-c model's
+    rotation: list[float]  # the rotation model's
+    top_layer: str  # the layer of the largest c_hat
+    top_elr: float  # its ELR at eta_crit
+    top_base_ratio: float  # its base gradient after / before the step at eta_crit
+    top_cos: float  # cos(arctan top_elr): what the rotation model says that ratio is
+
+
 def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points: int = 61,
-                      batch: int = 0) -> dict[str, Any]:
+                      batch: int = 0) -> CriticalLrCheck:
     """Predicted eta_crit from one snapshot against the empirical minimizer of the one-step spread.
 
     For each learning rate on a log grid: one plain SGD step on the scale-invariant tensors from the
@@ -112,21 +140,44 @@ def critical_lr_check(trial: TrialSpec, lrs: torch.Tensor | None = None, points:
     rotation = one_step_spread(snap.c_hat, lrs, "rotation")
     best = float(lrs[int(measured_t.argmin())])
     eta_rot = float(elr.rotation_lr(snap.c_hat.double()))
-    return {
-        "layers": len(snap.names), "eta_crit": eta_crit, "empirical_argmin": best, "ratio": best / eta_crit,
-        "model_argmin": float(lrs[int(predicted.argmin())]), "eta_rotation": eta_rot,
-        "rotation_argmin": float(lrs[int(rotation.argmin())]),
-        "spread_init": float(elr.spread(snap.c_hat.double())), "spread_min_measured": float(measured_t.min()),
-        "spread_min_predicted": float(predicted.min()), "spread_min_rotation": float(rotation.min()),
-        "target_lr": trial.lr, "max_elr_at_target": float((trial.lr * snap.c_hat).max()),
-        "lrs": lrs.tolist(), "measured": measured, "predicted": predicted.tolist(), "rotation": rotation.tolist(),
-        "top_layer": snap.names[top], "top_elr": e_top, "top_base_ratio": top_ratio,
-        "top_cos": 1 / (1 + e_top**2) ** 0.5,
-    }
+    return CriticalLrCheck(
+        layers=len(snap.names), eta_crit=eta_crit, empirical_argmin=best, ratio=best / eta_crit,
+        model_argmin=float(lrs[int(predicted.argmin())]), eta_rotation=eta_rot,
+        rotation_argmin=float(lrs[int(rotation.argmin())]),
+        spread_init=float(elr.spread(snap.c_hat.double())), spread_min_measured=float(measured_t.min()),
+        spread_min_predicted=float(predicted.min()), spread_min_rotation=float(rotation.min()),
+        target_lr=trial.lr, max_elr_at_target=float((trial.lr * snap.c_hat).max()),
+        lrs=lrs.tolist(), measured=measured, predicted=predicted.tolist(), rotation=rotation.tolist(),
+        top_layer=snap.names[top], top_elr=e_top, top_base_ratio=top_ratio, top_cos=1 / (1 + e_top**2) ** 0.5)
+
+
+@dataclass(frozen=True)
+class RotationRow:
+    """One network and batch of rotation_fit."""
+
+    network: str
+    batch: int
+    layers: int
+    D: float  # the spread before the step
+    ratio: float  # measured minimizer / eta_crit
+    predicted: float  # 10^(-D/6), the rotation model's ratio
+    rotation_argmin_ratio: float
+    top_elr: float
+    top_base_ratio: float
+    top_cos: float
+
+
+@dataclass(frozen=True)
+class RotationFit:
+    rows: list[RotationRow]
+    slope: float  # of log10(ratio) on D (the model: -1/6)
+    slope_interval: tuple[float, float]  # 95%, bootstrap over networks
+    networks: int
+    intercept: float
 
 
 def rotation_fit(spec: StudySpec, batches: int = 3, points: int = 61, seed: int = 0,
-                 progress: Any = None) -> dict[str, Any]:
+                 progress: Any = None) -> RotationFit:
     """The rotation-aware prediction against real networks (docs/science.md, section 7): for every
     network of the spec (workload x depth; its first lr and seed) and each of the first `batches`
     batches, the one-step scan of critical_lr_check; then the least-squares slope of
@@ -141,15 +192,13 @@ def rotation_fit(spec: StudySpec, batches: int = 3, points: int = 61, seed: int 
     for (name, depth), t in nets.items():
         for b in range(batches):
             r = critical_lr_check(t, points=points, batch=b)
-            rows.append({"network": f"{name} d{depth}", "batch": b, "layers": r["layers"], "D": r["spread_init"],
-                         "ratio": r["ratio"], "predicted": 10 ** (-r["spread_init"] / 6),
-                         "rotation_argmin_ratio": r["rotation_argmin"] / r["eta_crit"],
-                         "top_elr": r["top_elr"], "top_base_ratio": r["top_base_ratio"], "top_cos": r["top_cos"]})
+            rows.append(RotationRow(f"{name} d{depth}", b, r.layers, r.spread_init, r.ratio, 10 ** (-r.spread_init / 6),
+                                    r.rotation_argmin / r.eta_crit, r.top_elr, r.top_base_ratio, r.top_cos))
             if progress:
                 progress(rows[-1])
-    d = np.array([r["D"] for r in rows])
-    y = np.log10([r["ratio"] for r in rows])
-    groups = np.array([r["network"] for r in rows])
+    d = np.array([r.D for r in rows])
+    y = np.log10([r.ratio for r in rows])
+    groups = np.array([r.network for r in rows])
     slope = _slope(d, y)
     rng = np.random.default_rng(seed)
     names = sorted(set(groups))
@@ -160,8 +209,7 @@ def rotation_fit(spec: StudySpec, batches: int = 3, points: int = 61, seed: int 
         if np.ptp(d[idx]) > 0:
             boot.append(_slope(d[idx], y[idx]))
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"rows": rows, "slope": slope, "slope_interval": (float(lo), float(hi)), "networks": len(names),
-            "intercept": float(np.mean(y) - slope * np.mean(d))}
+    return RotationFit(rows, slope, (float(lo), float(hi)), len(names), float(np.mean(y) - slope * np.mean(d)))
 
 
 def _slope(x, y) -> float:
@@ -169,7 +217,26 @@ def _slope(x, y) -> float:
     return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
 
 
-def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PredictivityRow:
+    """One log step of predictivity: medians over the layers."""
+
+    step: int
+    w_rel_err_median: float  # |predicted - measured| / measured ||W_l||
+    elr_log10_err_median: float  # |log10 predicted / measured E_l|
+    spread_measured: float
+    spread_predicted: float
+    c_drift_median: float  # |log10 c_l / c_l(init)|: the model assumes 0
+
+
+@dataclass(frozen=True)
+class Predictivity:
+    layers: int
+    steps: int
+    rows: list[PredictivityRow]
+
+
+def predictivity(spec: StudySpec, trial: TrialSpec) -> Predictivity:
     """Predicted (random walk from c_l measured at init) against measured ||W_l|| and E_l, every
     log step of a real run of the trial (run here, with its own log period)."""
     snap = init_snapshot(trial)
@@ -186,15 +253,14 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> dict[str, Any]:
         w_meas = torch.tensor(r["w_norm"], dtype=torch.float64)
         e_meas = torch.tensor(r["elr"], dtype=torch.float64)
         w_pred, e_pred = sim.w_norm[s - 1], sim.elr[s - 1]
-        out.append({
-            "step": s,
-            "w_rel_err_median": float(((w_pred - w_meas).abs() / w_meas).median()),
-            "elr_log10_err_median": float((torch.log10(e_pred) - torch.log10(e_meas)).abs().median()),
-            "spread_measured": float(elr.spread(e_meas)), "spread_predicted": float(elr.spread(e_pred)),
-            "c_drift_median": float((elr.base_gradient(w_meas, torch.tensor(r["g_norm"], dtype=torch.float64))
-                                     / elr.base_gradient(snap.w, snap.g)).log10().abs().median()),
-        })
-    return {"layers": len(names), "steps": steps, "rows": out}
+        out.append(PredictivityRow(
+            step=s,
+            w_rel_err_median=float(((w_pred - w_meas).abs() / w_meas).median()),
+            elr_log10_err_median=float((torch.log10(e_pred) - torch.log10(e_meas)).abs().median()),
+            spread_measured=float(elr.spread(e_meas)), spread_predicted=float(elr.spread(e_pred)),
+            c_drift_median=float((elr.base_gradient(w_meas, torch.tensor(r["g_norm"], dtype=torch.float64))
+                                  / elr.base_gradient(snap.w, snap.g)).log10().abs().median())))
+    return Predictivity(len(names), steps, out)
 
 
 @dataclass(frozen=True)

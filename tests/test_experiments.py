@@ -36,13 +36,13 @@ def test_critical_lr_check_runs_and_is_sane(base_spec):
     snap = init_snapshot(s.expand()[0])
     eta = 1 / math.sqrt(float(snap.c_hat.max() * snap.c_hat.min()))
     r = critical_lr_check(s.expand()[0], eta * torch.logspace(-2, 2, 9, dtype=torch.float64))
-    assert r["eta_crit"] == pytest.approx(eta, rel=1e-6)
-    assert r["model_argmin"] == pytest.approx(eta, rel=1e-6)  # the grid holds eta_crit itself
-    assert 1e-2 <= r["ratio"] <= 1e2 and math.isfinite(r["ratio"])
-    assert len(r["measured"]) == 9 and all(math.isfinite(v) and v >= 0 for v in r["measured"])
+    assert r.eta_crit == pytest.approx(eta, rel=1e-6)
+    assert r.model_argmin == pytest.approx(eta, rel=1e-6)  # the grid holds eta_crit itself
+    assert 1e-2 <= r.ratio <= 1e2 and math.isfinite(r.ratio)
+    assert len(r.measured) == 9 and all(math.isfinite(v) and v >= 0 for v in r.measured)
     # the tiniest step leaves the spread about where it was; the best step shrinks it
-    assert r["measured"][0] == pytest.approx(r["spread_init"], abs=0.3)
-    assert r["spread_min_measured"] < r["spread_init"]
+    assert r.measured[0] == pytest.approx(r.spread_init, abs=0.3)
+    assert r.spread_min_measured < r.spread_init
 
 
 def test_warmup_spread_comparison_runs(base_spec):
@@ -61,11 +61,11 @@ def test_warmup_spread_comparison_runs(base_spec):
 def test_predictivity_runs(base_spec):
     s = _deep_noskip(base_spec, lr=[0.05])
     r = predictivity(s, s.expand()[0])
-    assert r["steps"] == 10 and len(r["rows"]) == 10 and r["layers"] == 19
-    first = r["rows"][0]
+    assert r.steps == 10 and len(r.rows) == 10 and r.layers == 19
+    first = r.rows[0]
     # at the first step the prediction starts from the measured state: it is exact there
-    assert first["w_rel_err_median"] < 1e-5 and first["elr_log10_err_median"] < 1e-4
-    assert all(math.isfinite(row["w_rel_err_median"]) for row in r["rows"])
+    assert first.w_rel_err_median < 1e-5 and first.elr_log10_err_median < 1e-4
+    assert all(math.isfinite(row.w_rel_err_median) for row in r.rows)
 
 
 def test_forecast_is_the_simulation_of_each_arm_from_its_network_at_init(base_spec):
