@@ -111,8 +111,9 @@ class Optimizer:
         self.spec = spec
 
     @classmethod
-    def problems(cls, spec: OptimizerSpec) -> list[tuple[str, str]]:
-        """What in the spec this optimizer cannot take, as (field, message)."""
+    def problems(cls, spec: OptimizerSpec, given: set[str] | None = None) -> list[tuple[str, str]]:
+        """What in the spec this optimizer cannot take, as (field, message); given: the fields the
+        spec sets to other than their defaults."""
         out = []
         if cls.takes_betas and spec.momentum is not None:
             out.append(("momentum", f"{spec.name} takes betas, not momentum"))
@@ -120,6 +121,9 @@ class Optimizer:
             out.append(("momentum", f"{spec.name} has no momentum; use name: sgdm"))
         if spec.nesterov and not cls.takes_momentum:
             out.append(("nesterov", "nesterov needs name: sgdm"))
+        if not cls.takes_betas:
+            out += [(f, f"{spec.name} has no {f} (adam and adamw take it)")
+                    for f in ("betas", "eps") if f in (given or ())]
         return out
 
     @property

@@ -21,7 +21,7 @@ class ScheduleSpec(Protocol):
 
 
 Schedule = Callable[[ScheduleSpec, float, int, int], float]  # (spec, target lr, step, total steps) -> lr
-SCHEDULES: Registry[Schedule] = Registry("schedule")
+SCHEDULES: Registry[Schedule] = Registry("schedule")  # each entry's meta "options": the spec fields it reads
 
 
 def scheduled_lr(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> float:
@@ -29,12 +29,12 @@ def scheduled_lr(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> 
     return SCHEDULES.get(spec.name).fn(spec, lr, step, total_steps)
 
 
-@SCHEDULES.register(CONSTANT)
+@SCHEDULES.register(CONSTANT, options=())
 def constant(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> float:
     return lr
 
 
-@SCHEDULES.register("step")
+@SCHEDULES.register("step", options=("milestones", "gamma"))
 def step_decay(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> float:
     """Multiply by gamma at each milestone (fractions of the budget). He et al. 2016 divide by 10 at
     32k and 48k of 64k iterations: milestones 0.5 and 0.75, gamma 0.1."""
@@ -42,7 +42,7 @@ def step_decay(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> fl
     return lr * spec.gamma**passed
 
 
-@SCHEDULES.register("cosine")
+@SCHEDULES.register("cosine", options=("final_fraction",))
 def cosine(spec: ScheduleSpec, lr: float, step: int, total_steps: int) -> float:
     """Half a cosine from lr down to final_fraction * lr over the budget (Loshchilov & Hutter 2017)."""
     progress = min(step / max(total_steps, 1), 1.0)

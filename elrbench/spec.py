@@ -119,6 +119,13 @@ class WorkloadSpec(Frozen):
         return d
 
 
+def _changed(model: BaseModel) -> set[str]:
+    """The fields given a value other than their default, name aside. (A dumped spec writes every
+    default, so "given" alone would refuse a study's own spec.yaml when it is read back.)"""
+    return {f for f in model.model_fields_set - {"name"}
+            if getattr(model, f) != type(model).model_fields[f].get_default(call_default_factory=True)}
+
+
 def _name_shorthand(v: Any) -> Any:
     return {"name": v} if isinstance(v, str) else v
 
@@ -138,7 +145,7 @@ class OptimizerSpec(Frozen):
     @model_validator(mode="after")
     def _check(self) -> OptimizerSpec:
         kind = OPTIMIZERS.get(self.name).fn
-        problems = kind.problems(self)
+        problems = kind.problems(self, _changed(self))
         if not all(0 <= b < 1 for b in self.betas):
             problems.append(("betas", f"each beta must lie in [0, 1), got {list(self.betas)}"))
         if problems:
@@ -200,6 +207,16 @@ class ScheduleSpec(Frozen):
         if not all(0 < m < 1 for m in v) or list(v) != sorted(v):
             raise ValueError(f"milestones must be increasing fractions in (0, 1), got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _own_options(self) -> ScheduleSpec:
+        """A field the schedule does not read is refused, not ignored (milestones on cosine)."""
+        takes = SCHEDULES.get(self.name).meta.get("options", ())
+        foreign = sorted(f for f in _changed(self) if f not in takes)
+        if foreign:
+            raise _problems([(f, f"the {self.name} schedule has no {f} (it takes: {', '.join(takes) or 'nothing'})")
+                             for f in foreign])
+        return self
 
     @property
     def label(self) -> str:

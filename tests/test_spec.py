@@ -282,3 +282,33 @@ def test_malformed_spec_exits_2_through_the_cli(base_spec, tmp_path, case, mutat
     assert result.exit_code == 2, (case, result.output)
     assert f"{path}: {loc}:" in result.stderr, (case, result.stderr)
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("field, entry, value, words", [
+    ("schedule", {"name": "cosine", "milestones": [0.3]}, None, "the cosine schedule has no milestones"),
+    ("schedule", {"name": "constant", "gamma": 0.5}, None, "the constant schedule has no gamma"),
+    ("schedule", {"name": "step", "final_fraction": 0.1}, None, "the step schedule has no final_fraction"),
+    ("optimizer", {"name": "sgd", "betas": [0.8, 0.9]}, None, "sgd has no betas"),
+    ("optimizer", {"name": "sgdm", "eps": 1e-6}, None, "sgdm has no eps"),
+])
+def test_an_option_its_entry_does_not_read_is_refused(base_spec, field, entry, value, words):
+    base_spec["grid"][field] = [entry]
+    with pytest.raises(SpecError) as e:
+        validate_spec(base_spec)
+    (problem,) = e.value.problems
+    assert problem[0] == f"grid.{field}.0.{[k for k in entry if k != 'name'][0]}" and words in problem[1]
+
+
+def test_a_dumped_spec_reads_back_with_every_default_written(base_spec, tmp_path):
+    """dump_spec writes every field (milestones on a cosine schedule, betas on sgd, at their defaults):
+    reading it back must not count them as foreign options."""
+    from elrbench.spec import dump_spec
+
+    base_spec["grid"].update(schedule=["constant", {"name": "cosine", "final_fraction": 0.1}, "step"],
+                             optimizer=["sgd", "sgdm", {"name": "adamw", "betas": [0.9, 0.95]}])
+    s = validate_spec(base_spec)
+    path = tmp_path / "dumped.yaml"
+    path.write_text(dump_spec(s))
+    again = load_spec(path)
+    assert again.spec_hash() == s.spec_hash()
+    assert [t.trial_id for t in again.expand()] == [t.trial_id for t in s.expand()]
