@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -511,12 +512,17 @@ class StudySpec(Frozen):
     def adaptive(self) -> bool:
         return self.search.kind == "adaptive"
 
+    def axes(self) -> dict[str, list]:
+        """The grid's axes in grid order (the last varies fastest), named as TrialSpec's fields and
+        result.POINT: the one place that lists them."""
+        g = self.grid
+        return {"workload": self.workloads, "depth": self.depths, "lr": g.lr, "optimizer": g.optimizer,
+                "warmup": g.warmup, "schedule": g.schedule, "seed": g.seed}
+
     @property
     def first_round_trials(self) -> int:
         """Trials of an adaptive search's first round: round_size depths for every arm."""
-        g = self.grid
-        return (self.search.round_size * len(self.workloads) * len(g.lr) * len(g.optimizer) * len(g.warmup)
-                * len(g.schedule))
+        return self.search.round_size * math.prod(len(v) for k, v in self.axes().items() if k not in ("depth", "seed"))
 
     @property
     def max_trials(self) -> int:
@@ -545,9 +551,7 @@ class StudySpec(Frozen):
     def n_trials(self) -> int:
         """The number of grid points (trial indices), counted without expanding the grid; an adaptive
         search runs some of them (max_trials at most)."""
-        g = self.grid
-        return (len(self.workloads) * len(self.depths) * len(g.lr) * len(g.optimizer) * len(g.warmup)
-                * len(g.schedule) * len(g.seed))
+        return math.prod(len(v) for v in self.axes().values())
 
     @property
     def study_id(self) -> str:
@@ -566,15 +570,14 @@ class StudySpec(Frozen):
     def trial(self, index: int, study_id: Optional[str] = None) -> TrialSpec:
         """The trial at one place of the grid, built without expanding the rest (a worker of a
         10,000-trial study builds only its own)."""
-        g = self.grid
-        axes = (self.workloads, self.depths, g.lr, g.optimizer, g.warmup, g.schedule, g.seed)
+        axes = self.axes()
         if not 0 <= index < self.n_trials:
             raise IndexError(f"trial index {index} outside the grid of {self.n_trials}")
-        picks, rest = [], index
-        for axis in reversed(axes):
+        picks, rest = {}, index
+        for name, axis in reversed(axes.items()):
             rest, i = divmod(rest, len(axis))
-            picks.append(axis[i])
-        w, depth, lr, opt, warm, sched, seed = reversed(picks)
+            picks[name] = axis[i]
+        w, depth, lr, opt, warm, sched, seed = (picks[name] for name in axes)
         ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
                  "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
                  "schedule": sched.model_dump(mode="json"), "seed": seed,
@@ -591,12 +594,9 @@ class StudySpec(Frozen):
 
     def index(self, workload: int, depth: int, lr: int, optimizer: int, warmup: int, schedule: int, seed: int) -> int:
         """The trial index of a grid point given by the position on each list (depth: in self.depths)."""
-        g = self.grid
         i = 0
-        for pos, n in zip((workload, depth, lr, optimizer, warmup, schedule, seed),
-                          (len(self.workloads), len(self.depths), len(g.lr), len(g.optimizer), len(g.warmup),
-                           len(g.schedule), len(g.seed))):
-            i = i * n + pos
+        for pos, axis in zip((workload, depth, lr, optimizer, warmup, schedule, seed), self.axes().values()):
+            i = i * len(axis) + pos
         return i
 
 

@@ -104,3 +104,19 @@ def test_the_definitions_doc_matches_the_registries():
         assert f"`{name}`" in doc, name
     s = ScheduleSpec(name="step")
     assert s.milestones == (0.5, 0.75) and s.gamma == 0.1 and "0.5 and 0.75, γ = 0.1" in doc
+
+
+def test_the_grid_axes_are_named_once(base_spec):
+    """StudySpec.axes() is the grid's order and names; the result's grid point, a trial's point and
+    the trial index agree with it."""
+    from elrbench.result import POINT
+    from elrbench.spec import validate_spec
+
+    base_spec["grid"].update(depth=[2, 3], lr=[0.1, 0.2], seed=[0, 1, 2])
+    s = validate_spec(base_spec)
+    assert tuple(s.axes()) == POINT
+    trials = s.expand()
+    assert len(trials) == s.n_trials == 12 and tuple(trials[0].point()) == POINT
+    for t in trials:
+        pos = [list(map(str, axis)).index(str(getattr(t, name))) for name, axis in s.axes().items()]
+        assert s.index(*pos) == t.index
