@@ -17,7 +17,7 @@ import yaml
 
 from elrbench.errors import SpecError, StoreError
 from elrbench.result import TrialResult
-from elrbench.spec import load_spec, validate_spec
+from elrbench.spec import check_machine, load_spec, validate_spec
 from elrbench.store import StudyStore
 from elrbench.train import Checkpoints, run_trial
 from tests.conftest import EXE, Died, cli, stop_at
@@ -112,7 +112,7 @@ def test_overrides_are_bounded_too(base_spec, tmp_path):
 
 
 # ---------------------------------------------------------------- limits, checked before anything is allocated
-def test_grids_and_data_are_bounded(base_spec, monkeypatch):
+def test_grids_and_data_are_bounded(base_spec, monkeypatch, tmp_path):
     big = dict(base_spec, grid={"depth": list(range(2, 102)), "lr": [0.1 * (i + 1) for i in range(100)],
                                 "seed": list(range(10_001))})
     with pytest.raises(SpecError) as e:
@@ -126,9 +126,12 @@ def test_grids_and_data_are_bounded(base_spec, monkeypatch):
     monkeypatch.delenv("ELRBENCH_MAX_TRIALS")
     synth = dict(base_spec, workloads=[{"model": "bn_mlp", "dataset": "synthetic", "threshold": 0.5,
                                         "data": {"n_train": 10**10, "shape": [3, 32, 32]}}])
+    validated = validate_spec(synth)  # the data's size is a check against the machine, not the spec's content
     with pytest.raises(SpecError) as e:
-        validate_spec(synth)
+        check_machine(validated)
     assert "workloads.0.data" in _problems(e) and "GiB of data" in _problems(e)
+    r = cli("validate", str(_write(tmp_path, yaml.safe_dump(synth), "synth.yaml")))
+    assert r.returncode == 2 and "GiB of data" in r.stderr
     monkeypatch.setenv("ELRBENCH_MAX_TRIALS", "lots")
     r = cli("validate", "nonexistent.yaml")
     assert r.returncode == 2 and "ELRBENCH_MAX_TRIALS='lots'" in r.stderr
