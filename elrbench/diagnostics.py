@@ -121,7 +121,7 @@ class Measure:
 
     @property
     def base(self) -> torch.Tensor:  # gradient norm at unit weight norm
-        return self.g * self.w
+        return elr.base_gradient(self.w, self.g)
 
 
 class LayerDiagnostics:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from elrbench import elr
-from elrbench.diagnostics import require
+from elrbench.diagnostics import Measure, require
 from elrbench.result import TrialResult
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import StudySpec, TrialSpec
@@ -26,18 +26,15 @@ from elrbench.workloads import create_model, load_dataset
 
 
 @dataclass
-class Snapshot:
+class Snapshot(Measure):
+    """A network at one moment: its norms (a diagnostics.Measure: w = ||W_l||, g = ||g_l|| on the
+    batch, c_hat) with the model, its scale-invariant tensors and the batch they were measured on."""
+
     model: torch.nn.Module
     names: list[str]
     params: list[torch.nn.Parameter]
     x: torch.Tensor
     y: torch.Tensor
-    w: torch.Tensor  # ||W_l||
-    g: torch.Tensor  # ||g_l|| on the batch
-
-    @property
-    def c_hat(self) -> torch.Tensor:
-        return elr.c_hat(self.w, self.g)
 
     @property
     def dims(self) -> list[int]:  # each scale-invariant tensor's element count (the simulator's dim)
@@ -70,7 +67,7 @@ def init_snapshot(trial: TrialSpec, batch: int = 0) -> Snapshot:
     x, y = data.x_train[idx], data.y_train[idx]
     g = _grads(model, params, x, y)
     wn = torch.stack([q.detach().norm() for q in params])
-    return Snapshot(model, [n for n, _ in found], params, x, y, wn, g)
+    return Snapshot(w=wn, g=g, model=model, names=[n for n, _ in found], params=params, x=x, y=y)
 
 
 @dataclass(frozen=True)
@@ -245,7 +242,7 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> Predictivity:
     names, rows = store.layers(trial.trial_id)
     steps = rows[-1]["step"]
     lr_by_step = {r["step"]: r["lr"][0] for r in rows}  # the rates the run applied, warm-up included
-    sim = simulate(elr.base_gradient(snap.w, snap.g), snap.w, trial.lr, steps, optimizer=trial.optimizer,
+    sim = simulate(snap.base, snap.w, trial.lr, steps, optimizer=trial.optimizer,
                    schedule=lambda t: lr_by_step.get(t + 1, trial.lr), dim=snap.dims)
     out = []
     for r in rows:
@@ -259,7 +256,7 @@ def predictivity(spec: StudySpec, trial: TrialSpec) -> Predictivity:
             elr_log10_err_median=float((torch.log10(e_pred) - torch.log10(e_meas)).abs().median()),
             spread_measured=float(elr.spread(e_meas)), spread_predicted=float(elr.spread(e_pred)),
             c_drift_median=float((elr.base_gradient(w_meas, torch.tensor(r["g_norm"], dtype=torch.float64))
-                                  / elr.base_gradient(snap.w, snap.g)).log10().abs().median())))
+                                  / snap.base).log10().abs().median())))
     return Predictivity(len(names), steps, out)
 
 
@@ -295,7 +292,7 @@ def forecast(spec: StudySpec) -> list[Forecast]:
         steps = plan(t, len(load_dataset(t.workload.dataset, t.workload.data).x_train)).total_steps
         warm = create_warmup(t.warmup.name, t.warmup.options, steps, t.optimizer)
         sched = [scheduled_lr(t.schedule, t.lr, i, steps) for i in range(steps)]
-        tr = simulate(elr.base_gradient(snap.w, snap.g), snap.w, t.lr, steps, optimizer=t.optimizer, warmup=warm,
+        tr = simulate(snap.base, snap.w, t.lr, steps, optimizer=t.optimizer, warmup=warm,
                       schedule=sched.__getitem__, dim=snap.dims)
         k = min(spec.diagnostics.early_steps, steps)
         below = int((tr.lr < torch.tensor(sched, dtype=torch.float64) * (1 - 1e-12)).sum())
