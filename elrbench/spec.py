@@ -346,14 +346,20 @@ class DiagnosticsSpec(Frozen):
     early_steps: int = Field(50, ge=1, description="K of the run-level 'spread over the first K steps'")
 
 
+# tracking.runs: auto keeps a W&B run per trial up to this many trials: beyond, offline runs alone would
+# take more than about 1 GB and 12 minutes of a core (94 KB and 0.07 s a run, docs/performance.md)
+TRIAL_RUNS_MAX = 10_000
+
+
 class TrackingSpec(Frozen):
     wandb: Literal["offline", "online", "disabled"] = "offline"
     project: str = "elrbench"
     entity: Optional[str] = None
-    runs: Literal["trial", "study"] = Field(
-        "trial", description="trial: a W&B run per trial (its history, per-layer histograms, summary); study: no "
-                             "per-trial runs, only the study's summary run with a table of every trial's result "
-                             "(for very large studies: a run costs about 100-200 KB on disk and one wandb start)")
+    runs: Literal["auto", "trial", "study"] = Field(
+        "auto", description="trial: a W&B run per trial (its history, per-layer histograms, summary); study: no "
+                            "per-trial runs, only the study's summary run with a table of every trial's result "
+                            "(a run costs about 60-100 KB on disk and 0.07 s); auto: trial for studies of at most "
+                            f"{TRIAL_RUNS_MAX} trials, study above")
 
 
 class ReportSpec(Frozen):
@@ -435,6 +441,8 @@ class StudySpec(Frozen):
         return v.expanduser().resolve()
 
     _depths: list[int] = PrivateAttr(default_factory=list)
+    _hash: Optional[str] = PrivateAttr(None)  # spec_hash, worked out once: it dumps the whole grid
+    _idents: Optional[dict[str, Any]] = PrivateAttr(None)  # what trial ids hash (_identities)
 
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
@@ -466,6 +474,9 @@ class StudySpec(Frozen):
                              "use compile: on"))
         if problems:
             raise _problems(problems)
+        if self.tracking.runs == "auto":  # resolved here, so the stored spec says what was done
+            runs = "trial" if self.max_trials <= TRIAL_RUNS_MAX else "study"
+            object.__setattr__(self, "tracking", self.tracking.model_copy(update={"runs": runs}))
         return self
 
     def _search_problems(self) -> list[tuple[str, str]]:
@@ -537,15 +548,24 @@ class StudySpec(Frozen):
         n, c = self.resources.workers_per_trial, self.resources.compile
         return {**({"workers_per_trial": n} if n > 1 else {}), **({"compile": c} if c != "off" else {})}
 
+    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> StudySpec:
+        copy = super().model_copy(update=update, deep=deep)
+        copy._hash = copy._idents = None  # an updated copy is another spec
+        return copy
+
     def spec_hash(self) -> str:
-        """Hash of what defines the results (not where they go, how they are tracked or scheduled)."""
+        """Hash of what defines the results (not where they go, how they are tracked or scheduled);
+        worked out once per spec (the spec is frozen), since every trial's study_id needs it."""
+        if self._hash is not None:
+            return self._hash
         ident = {"schema_version": self.schema_version, "name": self.name,
                  "workloads": [w.identity() for w in self.workloads],
                  "grid": self.grid.model_dump(mode="json"), "budget": self.budget.model_dump(mode="json"),
                  "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
         if self.adaptive:  # grid studies keep the ids they had before searches existed
             ident["search"] = self.search.model_dump(mode="json")
-        return _digest(ident)[:12]
+        self._hash = _digest(ident)[:12]
+        return self._hash
 
     @property
     def n_trials(self) -> int:
@@ -567,30 +587,49 @@ class StudySpec(Frozen):
         study_id = self.study_id
         return [self.trial(i, study_id) for i in range(self.n_trials)]
 
-    def trial(self, index: int, study_id: Optional[str] = None) -> TrialSpec:
-        """The trial at one place of the grid, built without expanding the rest (a worker of a
-        10,000-trial study builds only its own)."""
+    def _picks(self, index: int) -> tuple[dict[str, int], dict[str, Any]]:
+        """The grid point at a trial index: each axis's position and value."""
         axes = self.axes()
         if not 0 <= index < self.n_trials:
             raise IndexError(f"trial index {index} outside the grid of {self.n_trials}")
-        picks, rest = {}, index
+        pos, rest = {}, index
         for name, axis in reversed(axes.items()):
-            rest, i = divmod(rest, len(axis))
-            picks[name] = axis[i]
-        w, depth, lr, opt, warm, sched, seed = (picks[name] for name in axes)
-        ident = {"study": self.name, "workload": w.identity(), "depth": depth, "lr": lr,
-                 "optimizer": opt.model_dump(mode="json"), "warmup": warm.model_dump(mode="json"),
-                 "schedule": sched.model_dump(mode="json"), "seed": seed,
-                 "budget": self.budget.model_dump(mode="json"),
-                 "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}
-        # lr as %g without the exponent's '+' (1e+308 -> 1e308): an id is letters, digits, '_', '.', '-'
-        trial_id = f"{w.name}-d{depth}-{warm.name}-lr{format(lr, 'g').replace('+', '')}-s{seed}-{_digest(ident)[:6]}"
-        return TrialSpec(
-            study_id=study_id or self.study_id, trial_id=trial_id, index=index, workload=w, depth=depth,
-            lr=lr, optimizer=opt, warmup=warm, schedule=sched, seed=seed, budget=self.budget,
-            diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
-        )
+            rest, pos[name] = divmod(rest, len(axis))
+        return pos, {name: axis[pos[name]] for name, axis in axes.items()}
 
+    def _identities(self) -> dict[str, Any]:
+        """What trial ids hash, dumped once per spec: each axis's values, and what every trial shares."""
+        if self._idents is None:
+            axes = self.axes()
+            dump = {"workload": lambda w: w.identity(), "optimizer": lambda o: o.model_dump(mode="json"),
+                    "warmup": lambda w: w.model_dump(mode="json"), "schedule": lambda c: c.model_dump(mode="json")}
+            self._idents = {"axes": {k: [f(v) for v in axes[k]] for k, f in dump.items()},
+                            "shared": {"budget": self.budget.model_dump(mode="json"),
+                                       "diagnostics": self.diagnostics.model_dump(mode="json"), **self._run_identity()}}
+        return self._idents
+
+    def trial_id(self, index: int) -> str:
+        """The id of the trial at a grid index, without building the trial (a driver that checks which
+        of 100,000 trials finished builds none)."""
+        return self._trial_id(*self._picks(index))
+
+    def _trial_id(self, pos: dict[str, int], picks: dict[str, Any]) -> str:
+        ids = self._identities()
+        ident = {"study": self.name, **{k: ids["axes"][k][pos[k]] for k in ids["axes"]},
+                 "depth": picks["depth"], "lr": picks["lr"], "seed": picks["seed"], **ids["shared"]}
+        # lr as %g without the exponent's '+' (1e+308 -> 1e308): an id is letters, digits, '_', '.', '-'
+        lr = format(picks["lr"], "g").replace("+", "")
+        return (f"{picks['workload'].name}-d{picks['depth']}-{picks['warmup'].name}-lr{lr}-s{picks['seed']}-"
+                f"{_digest(ident)[:6]}")
+
+    def trial(self, index: int, study_id: Optional[str] = None) -> TrialSpec:
+        """The trial at one place of the grid, built without expanding the rest (a worker of a
+        10,000-trial study builds only its own)."""
+        pos, picks = self._picks(index)
+        return TrialSpec(
+            study_id=study_id or self.study_id, trial_id=self._trial_id(pos, picks), index=index, **picks,
+            budget=self.budget, diagnostics=self.diagnostics, resources=self.resources, tracking=self.tracking,
+        )
 
     def index(self, workload: int, depth: int, lr: int, optimizer: int, warmup: int, schedule: int, seed: int) -> int:
         """The trial index of a grid point given by the position on each list (depth: in self.depths)."""
