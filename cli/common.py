@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,10 +90,12 @@ def print_verdict(lines: list[str]) -> None:
 
 
 def outcome_counts(rows: Iterable[TrialResult]) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
+    return format_counts(Counter(r.outcome for r in rows)) or "none yet"
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """Outcome counts as 'diverged 3, trained 12' ('' when there are none)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
 
 
 def fail(message: str) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -14,11 +15,11 @@ from elrbench.adaptive import describe
 from elrbench.errors import UsageError
 from elrbench.executors import EXECUTORS, Events, Executor, create_executor, preflight
 from elrbench.result import TrialResult
-from elrbench.spec import check_machine, load_spec
+from elrbench.spec import TRIAL_RUNS_MAX, check_machine, load_spec
 from elrbench.store import StudyStore, check_output_dir
 from elrbench.workloads import UnknownNameError
 
-from .common import command, console, fail, outcome_counts, print_by_depth, print_verdict
+from .common import command, console, fail, format_counts, outcome_counts, print_by_depth, print_verdict
 from .validate import OVERRIDES
 
 EXECUTOR = typer.Option("ray", help="where trials run: ray (Ray Tune on an embedded local cluster on 127.0.0.1, "
@@ -98,7 +99,7 @@ class ProgressBar(Events):
     def __init__(self, bar: Progress, title: Callable[[int, int], str], started: float) -> None:
         self.bar, self.title, self.started = bar, title, started
         self.total = self.done = 0
-        self.results: list[TrialResult] = []
+        self.outcomes: Counter[str] = Counter()  # of the trials finished in this run (nothing kept per trial)
         self.running: set[str] = set()
         self.study = bar.add_task("trials", total=None)
         self.steps = bar.add_task("steps", total=1, visible=False)
@@ -109,7 +110,7 @@ class ProgressBar(Events):
         self.bar.update(self.study, total=total, completed=done)
 
     def _describe(self) -> str:
-        return f"trials ({outcome_counts(self.results) or 'none finished'}; {len(self.running)} running)"
+        return f"trials ({format_counts(self.outcomes) or 'none finished'}; {len(self.running)} running)"
 
     def trial_started(self, trial_id: str) -> None:
         self.running.add(trial_id)
@@ -121,7 +122,7 @@ class ProgressBar(Events):
 
     def round_started(self, number: int, trials: int, arms: list[str]) -> None:
         """A round of an adaptive search: the bar's total grows by its trials; each arm's state."""
-        self.total = self.done + len(self.results) + trials  # every earlier round has finished
+        self.total = self.done + self.outcomes.total() + trials  # every earlier round has finished
         self.bar.update(self.study, total=self.total)
         console.print(f"round {number}: {trials} trials" + ("" if number == 1 else "; the arms as it starts:"),
                       highlight=False, soft_wrap=True)
@@ -136,11 +137,11 @@ class ProgressBar(Events):
 
     def trial_finished(self, result: TrialResult) -> None:
         self.running.discard(result.trial_id)
-        self.results.append(result)
+        self.outcomes[result.outcome] += 1
         self.bar.update(self.study, advance=1, description=self._describe())
         if not console.is_terminal:
             acc = result.final_test_acc
-            console.print(f"[{len(self.results) + self.done}/{self.total}] {result.trial_id}: {result.outcome}"
+            console.print(f"[{self.outcomes.total() + self.done}/{self.total}] {result.trial_id}: {result.outcome}"
                           + (f" test acc {acc:.3f}" if acc is not None else "")
                           + (f", compiled in {result.compile_s:.1f} s" if result.compile_s is not None else "")
                           + f" ({time.time() - self.started:.0f} s elapsed)", highlight=False, soft_wrap=True)
@@ -154,6 +155,11 @@ def run_study(s, store: StudyStore, executor: Executor, report: bool = True, com
             console.print(f"note: took over the study folder from `elrbench {previous.get('command')}` (pid "
                           f"{previous.get('pid')} on {previous.get('host')}), which ended without releasing it",
                           soft_wrap=True)
+        if s.tracking.wandb != "disabled" and s.tracking.runs == "study":
+            console.print(f"W&B: the study's summary run only, no run per trial (tracking.runs: study; auto chooses "
+                          f"it above {TRIAL_RUNS_MAX} trials, where a run per trial would cost about "
+                          f"{s.max_trials * 94 / 2**20:.1f} GB and {s.max_trials * 0.07 / 60:.0f} core-minutes; "
+                          "tracking.runs: trial asks for them)", highlight=False, soft_wrap=True)
         _run_study(s, store, executor, report)
 
 

@@ -9,15 +9,21 @@ None for it. Study folders written before this type existed read unchanged (the 
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from elrbench.spec import TrialSpec
 
 Outcome = Literal["trained", "untrained", "diverged", "failed"]
 FINAL_OUTCOMES: tuple[Outcome, ...] = ("trained", "untrained", "diverged")  # never rerun; "failed" is retried
+
+
+_FIELD_SETS: dict[frozenset[str], set[str]] = {}  # one fields-set per distinct set of fields (TrialResult._compact)
+_REPEATED = ("workload", "optimizer", "warmup", "schedule", "outcome", "device", "host", "cpu", "cpu_capability",
+             "torch_version", "cuda_version", "gpu", "compile")
 
 
 class TrialResult(BaseModel):
@@ -73,6 +79,20 @@ class TrialResult(BaseModel):
     ranks: Optional[list[dict[str, float]]] = None  # DDP: per-rank sums that show the ranks agree
     tracking_error: Optional[str] = None  # a W&B failure (never fails the trial); set when tracked
     traceback: Optional[str] = None  # a failed trial's last frames
+
+    @model_validator(mode="after")
+    def _compact(self) -> TrialResult:
+        """Held by the thousand at a study's end (its summary, the report): strings that repeat from
+        trial to trial (labels, the machine) are interned, and results that set the same fields
+        share one set of their names (pydantic's fields-set, never changed in place on a frozen model:
+        model_copy copies it first). 4.3 KB a result in memory becomes 2.0."""
+        shared = _FIELD_SETS.setdefault(frozenset(self.__pydantic_fields_set__), set(self.__pydantic_fields_set__))
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+        d = self.__dict__
+        for k in _REPEATED:
+            if type(v := d.get(k)) is str:
+                d[k] = sys.intern(v)
+        return self
 
     @classmethod
     def failed(cls, trial: TrialSpec, error: str, **extra: Any) -> TrialResult:

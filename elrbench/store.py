@@ -28,7 +28,8 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
@@ -283,6 +284,20 @@ class StudyStore:
                     self.damaged[f"trials/{printable(e.name)}"] = "not a trial's folder; left alone"
         return sorted(names)
 
+    def pending(self, spec) -> Sequence[int]:
+        """The grid indices of the trials without a finished result, in grid order, held compactly: a
+        range when no trial has a folder yet (planning a 1,000,000-trial study costs nothing), else
+        an array of 8 bytes a trial (ids are worked out, trials never built)."""
+        names = set(self.trial_names())
+        if not names:
+            return range(spec.n_trials)
+        left = array("q")
+        for i in range(spec.n_trials):
+            tid = spec.trial_id(i)
+            if tid not in names or not self.finished(tid):
+                left.append(i)
+        return left
+
     def trial_dir(self, trial_id: str) -> Path:
         """A trial's folder: the id must be a safe name, and the folder must lie inside the study's."""
         trials = self.root / "trials"
@@ -358,15 +373,32 @@ class StudyStore:
         self._table_due = time.monotonic() + max(10.0, 10 * spent)
 
     def write_table(self) -> None:
-        """trials.csv: one row per trial with a result, its columns the fields of TrialResult."""
-        results = self.results()
-        if not results:
+        """trials.csv: one row per trial with a result, in grid order, its columns the fields of
+        TrialResult that some trial set. Streamed: a first pass over the results finds the order and
+        the columns (keeping 2 numbers a trial), the second writes each row as it reads it, so a
+        100,000-trial study's table never sits in memory."""
+        order, used = [], set()
+        for name in self.trial_names():
+            r = self._read_result(self.root / "trials" / name / "result.json")
+            if r is not None:
+                order.append((r.index, name))
+                used |= r.model_fields_set
+        if not order:
             return
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=TrialResult.columns(results))
-        w.writeheader()
-        w.writerows(r.record() for r in results)
-        atomic_write(self.root / "trials.csv", buf.getvalue())
+        order.sort()
+        columns = [f for f in TrialResult.model_fields if f in used]
+
+        def write(f: BinaryIO) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")  # (a result rewritten meanwhile)
+            w.writeheader()
+            for _, name in order:
+                if (r := self._read_result(self.root / "trials" / name / "result.json")) is not None:
+                    w.writerow(r.record())
+            text.flush()
+            text.detach()
+
+        atomic_write(self.root / "trials.csv", write)
 
     # ------------------------------------------------------------ history
     def write_history(self, trial_id: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -122,6 +122,14 @@ def stop_at(step: int):
     return progress
 
 
+def live(kind: type) -> int:
+    """How many objects of exactly this type are alive (a test that a process keeps nothing per trial)."""
+    import gc
+
+    gc.collect()
+    return sum(type(o) is kind for o in gc.get_objects())
+
+
 def result_row(depth, warmup, seed, outcome, acc, lr=0.1):
     """A TrialResult of one grid point, for tests of tables and reports built from rows."""
     from elrbench.result import TrialResult

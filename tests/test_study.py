@@ -15,9 +15,9 @@ import pytest
 
 from elrbench.errors import UsageError
 from elrbench.executors.ray import plan_concurrency, ray_cluster, run_on_ray
-from elrbench.spec import validate_spec
+from elrbench.spec import TrialSpec, validate_spec
 from elrbench.store import StudyStore
-from tests.conftest import Recorder, write_cifar
+from tests.conftest import Recorder, live, write_cifar
 
 
 def test_plan_concurrency(base_spec):
@@ -172,10 +172,20 @@ def test_a_study_of_hundreds_of_trials_runs_to_the_end(base_spec, cluster):
     base_spec["resources"] = {"cpus_per_worker": 1}
     s = validate_spec(base_spec)
     store = StudyStore.create(s)
-    events = Recorder()
+
+    class Counting(Recorder):  # the driver builds no trial per finished trial, and keeps none
+        specs: list[int] = []
+
+        def trial_finished(self, result) -> None:
+            super().trial_finished(result)
+            if len(self.finished) % 60 == 0:
+                self.specs.append(live(TrialSpec))
+
+    events = Counting()
     rows = run_on_ray(s, store, events)
     assert [r.trial_id for r in rows] == [t.trial_id for t in s.expand()]
     assert all(r.outcome in ("trained", "untrained") for r in rows) and len(events.finished) == 300
+    assert len(events.specs) == 5 and max(events.specs) < 20, events.specs
     assert len((store.root / "trials.csv").read_text().splitlines()) == 1 + 300
     # Tune keeps what it needs to run and retry, not a second copy of every reported row
     tune = store.root / "tune"

@@ -29,7 +29,7 @@ class InlineExecutor(Executor):
 
         events = events or Events()
 
-        def run(t) -> TrialResult:
+        def run(t) -> None:
             events.trial_started(t.trial_id)
             try:
                 result = run_trial(t, store, progress=lambda step, total, row, tid=t.trial_id:
@@ -41,16 +41,15 @@ class InlineExecutor(Executor):
                 store.write_result(result)
             events.trial_finished(result)
             store.refresh_table()
-            return result
 
         if spec.adaptive:
             return self._adaptive(spec, store, events, run)
-        trials = spec.expand()
-        earlier = {t.trial_id: r for t in trials if (r := store.result(t.trial_id)) is not None and r.finished}
-        events.planned(len(trials), len(earlier))
-        results = [earlier[t.trial_id] if t.trial_id in earlier else run(t) for t in trials]
+        pending = store.pending(spec)
+        events.planned(spec.n_trials, spec.n_trials - len(pending))
+        for i in pending:
+            run(spec.trial(i))
         store.write_table()
-        return results
+        return store.results()
 
     @staticmethod
     def _adaptive(spec: StudySpec, store: StudyStore, events: Events, run) -> list[TrialResult]:

@@ -29,7 +29,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -238,27 +238,27 @@ def _run_chunk(config: dict[str, Any], report: Callable[[dict[str, Any]], None])
     25 ms a trial here, is paid once per chunk). A retried chunk skips what it finished; a trial that
     fails lets the others run, then fails the chunk so that Tune retries it."""
     spec, store = _study_spec(config["study_dir"]), StudyStore(Path(config["study_dir"]))
-    indices = config["indices"]
+    chunk = list(indices(config))
     errors = []
-    for i in indices:
+    for i in chunk:
         trial = spec.trial(i)
         if store.finished(trial.trial_id):
             continue
         try:
             _run_one(trial, store, report)
         except Exception as e:  # noqa: BLE001 - recorded below; a lone trial's error goes to Tune as it is
-            if len(indices) == 1:
+            if len(chunk) == 1:
                 raise
             errors.append(f"{trial.trial_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if errors:
-        raise RuntimeError(f"{len(errors)} of the {len(indices)} trials of this chunk failed; the first: {errors[0]}")
+        raise RuntimeError(f"{len(errors)} of the {len(chunk)} trials of this chunk failed; the first: {errors[0]}")
 
 
 def _ddp_worker(config: dict[str, Any]) -> None:
     """One rank of a DDP trial, on a Ray Train worker (torch.distributed is set up by TorchTrainer).
     Every rank reports the same number of times, as Ray Train requires; Tune sees rank 0's rows."""
     train = _ray().train
-    (index,) = config["indices"]
+    (index,) = indices(config)
     trial = _study_spec(config["study_dir"]).trial(index)
     _run_one(trial, StudyStore(Path(config["study_dir"])), train.report, ddp_rank=train.get_context().get_world_rank())
 
@@ -283,7 +283,7 @@ def _trainable(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    (index,) = config["indices"]
+    (index,) = indices(config)
     trial = spec.trial(index)
     use_gpu = r.gpus_per_worker > 0
     trainer = TorchTrainer(
@@ -332,23 +332,19 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
     """Run every unfinished trial of the study on Ray Tune; returns all results in grid order."""
     tune = _ray(embedded=address is None).tune
     events = events or Events()
-    # which trials are left (a second per 10,000 trials) is worked out while Ray starts (seconds,
-    # mostly waiting on its processes)
-    def left_to_run() -> tuple[list[TrialSpec], list[TrialSpec]]:
-        trials = spec.expand()
-        return trials, [t for t in trials if not store.finished(t.trial_id)]
-
     if spec.adaptive:
         return _run_adaptive(spec, store, events, tune, address, num_cpus)
+    # Which trials are left is worked out while Ray starts (seconds, mostly waiting on its
+    # processes): their indices only, a range or 8 bytes a trial (StudyStore.pending). The driver
+    # keeps nothing per trial while the study runs; the results are read back at the end.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        left = pool.submit(left_to_run)
+        left = pool.submit(store.pending, spec)
         with ray_cluster(address, num_cpus) as cluster:
-            trials, pending = left.result()
-            events.planned(len(trials), len(trials) - len(pending))
+            pending = left.result()
+            events.planned(spec.n_trials, spec.n_trials - len(pending))
             _tune(spec, store, events, tune, pending, plan_concurrency(spec, cluster))
     store.write_table()
-    results = [store.result(t.trial_id) for t in trials]
-    return [r for r in results if r is not None]
+    return store.results()
 
 
 def _run_adaptive(spec: StudySpec, store: StudyStore, events: Events, tune: Any, address: Optional[str],
@@ -367,14 +363,14 @@ def _run_adaptive(spec: StudySpec, store: StudyStore, events: Events, tune: Any,
             events.round_started(design.rounds, len(design.pending), design.status())
         concurrent = plan_concurrency(spec, cluster)
         searcher = _adaptive_searcher(spec, store, design, events, concurrent)
-        _tune(spec, store, events, tune, None, concurrent, searcher, spec.trial)
+        _tune(spec, store, events, tune, None, concurrent, searcher)
         events.search_finished(design.finished or "", design.status())
     store.write_table()
     return design.results(store)
 
 
-def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: Optional[list[TrialSpec]],
-          concurrent: int, searcher: Any = None, trial_of: Optional[Callable[[int], TrialSpec]] = None) -> None:
+def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending: Optional[Sequence[int]],
+          concurrent: int, searcher: Any = None) -> None:
     """The Tuner over the pending trials (or those an adaptive searcher hands out), run to the end.
 
     Tune sees small configs (the study folder and a chunk's indices), handed out one at a time by a
@@ -389,10 +385,8 @@ def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending
     else:  # the trial's driver only waits on its TorchTrainer, whose workers hold the resources
         resources, retries = {"cpu": 0, "memory": 1e6}, 0
     if searcher is None:
-        chunks = chunked(pending, concurrent, r.workers_per_trial)
+        chunks = [_chunk_config(spec, c) for c in chunked(pending, concurrent, r.workers_per_trial)]
         searcher, samples = _chunk_searcher(chunks), len(chunks)
-        by_index = {t.index: t for t in pending}
-        trial_of = by_index.get
     else:
         samples = -1  # until the searcher says FINISHED
     tuner = tune.Tuner(
@@ -402,7 +396,7 @@ def _tune(spec: StudySpec, store: StudyStore, events: Events, tune: Any, pending
                                     max_concurrent_trials=concurrent, reuse_actors=r.workers_per_trial == 1,
                                     trial_dirname_creator=_dirname),
         run_config=tune.RunConfig(name="tune", storage_path=str(store.root), verbose=0,
-                                  callbacks=[_progress_callback(store, trial_of, events)],
+                                  callbacks=[_progress_callback(store, spec, events)],
                                   failure_config=tune.FailureConfig(max_failures=retries)),
     )
     # At the end Tune reads every trial's metrics back from its own logger files, which elrbench turns
@@ -439,10 +433,10 @@ class _OneLineTaskFailures(logging.Filter):
         return True
 
 
-def chunked(pending: list[TrialSpec], concurrent: int, workers_per_trial: int) -> list[list[TrialSpec]]:
-    """The pending trials in grid order, cut into chunks that one Tune trial runs one after another:
-    about 20 chunks per trial that runs at once (enough to balance the load; a chunk is retried
-    whole, skipping what it finished), one trial a chunk for small studies and for DDP trials."""
+def chunked(pending: Sequence[int], concurrent: int, workers_per_trial: int) -> list[Sequence[int]]:
+    """The pending trials' indices in grid order, cut into chunks that one Tune trial runs one after
+    another: about 20 chunks per trial that runs at once (enough to balance the load; a chunk is
+    retried whole, skipping what it finished), one trial a chunk for small studies and for DDP trials."""
     size = 1 if workers_per_trial > 1 else max(1, math.ceil(len(pending) / (20 * concurrent)))
     return [pending[i : i + size] for i in range(0, len(pending), size)]
 
@@ -452,7 +446,7 @@ def _dirname(trial: Any) -> str:
     return trial.config["name"]
 
 
-def _chunk_searcher(chunks: list[list[TrialSpec]]):
+def _chunk_searcher(chunks: list[dict[str, Any]]):
     """A Tune searcher that hands out the chunks of pending trials, as their indices and a name, in
     grid order, then FINISHED. Its class is made here because its base comes from ray.tune
     (imported after _ray()); it holds no closure, so Tune can pickle it."""
@@ -475,11 +469,26 @@ def _chunk_searcher(chunks: list[list[TrialSpec]]):
         def restore(self, checkpoint_path: str) -> None:
             self.left = json.loads(Path(checkpoint_path).read_text())
 
-    return Chunks([_chunk_config(c) for c in chunks])
+    return Chunks(chunks)
 
 
-def _chunk_config(c: list[TrialSpec]) -> dict[str, Any]:
-    return {"indices": [t.index for t in c], "name": c[0].trial_id if len(c) == 1 else f"{c[0].trial_id}+{len(c) - 1}"}
+def _chunk_config(spec: StudySpec, chunk: Sequence[int]) -> dict[str, Any]:
+    """What Tune is given for a chunk: its indices as runs of consecutive ones ([start, stop), a few
+    numbers for a chunk of 2,500 trials: Tune copies and saves every config) and a name."""
+    runs: list[list[int]] = []
+    for i in chunk:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    first = spec.trial_id(chunk[0])
+    return {"runs": runs, "name": first if len(chunk) == 1 else f"{first}+{len(chunk) - 1}"}
+
+
+def indices(config: dict[str, Any]) -> Iterator[int]:
+    """The trial indices of a chunk's config (_chunk_config)."""
+    for start, stop in config["runs"]:
+        yield from range(start, stop)
 
 
 def _adaptive_searcher(spec: StudySpec, store: StudyStore, design: Any, events: Events, concurrent: int):
@@ -514,9 +523,8 @@ def _adaptive_searcher(spec: StudySpec, store: StudyStore, design: Any, events: 
                 if design.rounds != rounds:
                     self.events.round_started(design.rounds, len(pending), design.status())
                 self.ran |= set(pending)
-                chunks = chunked([self.spec.trial(i) for i in pending], self.concurrent,
-                                 self.spec.resources.workers_per_trial)
-                self.queue = [_chunk_config(c) for c in reversed(chunks)]
+                chunks = chunked(pending, self.concurrent, self.spec.resources.workers_per_trial)
+                self.queue = [_chunk_config(self.spec, c) for c in reversed(chunks)]
             self.in_flight.add(trial_id)
             return self.queue.pop()
 
@@ -532,62 +540,66 @@ def _adaptive_searcher(spec: StudySpec, store: StudyStore, design: Any, events: 
     return Rounds(spec, store, design, events, concurrent)
 
 
-def _progress_callback(store: StudyStore, trial_of: Callable[[int], Optional[TrialSpec]], events: Events):
-    """A Tune callback that passes trial events on and records failed trials in the store.
+def _progress_callback(store: StudyStore, spec: StudySpec, events: Events):
+    """A Tune callback that passes trial events on and records failed trials in the store. What it
+    keeps per trial is a byte (finished or not); the running ones' indices; trials are built only to
+    record a failure.
 
     Its class is made here because its base comes from ray.tune, which may only be imported after
     _ray() set the environment. Tune pickles its run config (for restore): the class holds no
     closure and its instances pickle empty, so the driver-side events stay out of the pickle."""
 
     class Progress(_ray().tune.Callback):
-        def __init__(self, store: StudyStore, trial_of: Callable[[int], Optional[TrialSpec]], events: Events) -> None:
-            self.store, self.trial_of, self.events = store, functools.lru_cache(maxsize=4096)(trial_of), events
-            self.started: set[int] = set()
-            self.finished: set[int] = set()
+        def __init__(self, store: StudyStore, spec: StudySpec, events: Events) -> None:
+            self.store, self.spec, self.events = store, spec, events
+            self.running: set[int] = set()
+            self.finished = bytearray(spec.n_trials)  # 1 once its trial_finished went out
 
         def __getstate__(self) -> dict:
             return {}
 
         def _start(self, index: int) -> None:
-            if index not in self.started:
-                self.started.add(index)
-                self.events.trial_started(self.trial_of(index).trial_id)
+            if index not in self.running and not self.finished[index]:
+                self.running.add(index)
+                self.events.trial_started(self.spec.trial_id(index))
 
         def _finish(self, index: int, result: TrialResult | None = None) -> None:
-            tid = self.trial_of(index).trial_id
-            result = result or self.store.result(tid)
-            if index not in self.finished and result is not None:
-                self.finished.add(index)
+            if self.finished[index]:
+                return
+            result = result or self.store.result(self.spec.trial_id(index))
+            if result is not None:
+                self.finished[index] = 1
+                self.running.discard(index)
                 self.events.trial_finished(result)
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self._start(trial.config["indices"][0])
+            self._start(next(indices(trial.config)))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             index = result.get("index")
-            if index is None or self.trial_of(index) is None:
+            if not isinstance(index, int) or not 0 <= index < self.spec.n_trials:
                 return
             self._start(index)
             if "total_steps" in result:
-                self.events.progress(self.trial_of(index).trial_id, int(result["step"]), int(result["total_steps"]))
+                self.events.progress(self.spec.trial_id(index), int(result["step"]), int(result["total_steps"]))
             if result.get("finished"):
                 self._finish(index)
 
-        def _cleanup(self, t: TrialSpec) -> None:
-            if t.resources.workers_per_trial > 1:
-                _remove_worker_groups(self.store, t.trial_id)
+        def _cleanup(self, index: int) -> None:
+            if self.spec.resources.workers_per_trial > 1:
+                _remove_worker_groups(self.store, self.spec.trial_id(index))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            for index in trial.config["indices"]:
-                self._cleanup(self.trial_of(index))
+            for index in indices(trial.config):
+                self._cleanup(index)
                 self._finish(index)
             self.store.refresh_table()
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = _error_text(trial)
-            for index in trial.config["indices"]:
-                t = self.trial_of(index)
-                self._cleanup(t)
+            for index in indices(trial.config):
+                self._cleanup(index)
+                t = self.spec.trial(index)
                 if not self.store.finished(t.trial_id):
                     result = TrialResult.failed(t, error)
                     self.store.write_result(result)
@@ -596,7 +608,7 @@ def _progress_callback(store: StudyStore, trial_of: Callable[[int], Optional[Tri
                     self._finish(index)
             self.store.refresh_table()
 
-    return Progress(store, trial_of, events)
+    return Progress(store, spec, events)
 
 
 def _error_text(trial: Any) -> str:
