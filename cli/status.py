@@ -11,6 +11,8 @@ from elrbench.store import StudyStore
 
 from .common import command, console, outcome_counts, print_by_depth
 
+LISTED = 20  # failed trials listed one by one
+
 
 @command
 def status(
@@ -43,9 +45,12 @@ def status(
             where = f" (pid {w[0].get('pid', '?')} on {w[0].get('host', '?')})" if w else ""
             console.print(f"  running or interrupted {name}: step {hist[-1]['step']} saved{where}",
                           highlight=False, soft_wrap=True)
-    for r in rows:
-        if r.outcome == "failed":
-            console.print(f"  failed {r.trial_id}: {r.error}", highlight=False)
+    failed = [r for r in rows if r.outcome == "failed"]
+    for r in failed[:LISTED]:
+        console.print(f"  failed {r.trial_id}: {r.error}", highlight=False)
+    if len(failed) > LISTED:
+        console.print(f"  ... and {len(failed) - LISTED} more failed trials (each error is in trials.csv)",
+                      highlight=False)
     for path, problem in sorted(store.damaged.items()):
         console.print(f"  damaged {path}: {problem} (left out; `elrbench resume` reruns a trial whose result is "
                       "damaged)", soft_wrap=True, markup=False, highlight=False)

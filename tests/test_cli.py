@@ -70,6 +70,22 @@ def test_show_lists_the_grid(spec_file):
     assert r.stdout.count("plain_cnn-digits-d") == 2
 
 
+def test_show_and_validate_of_a_million_trials_never_expand_the_grid(tmp_path, base_spec):
+    base_spec["grid"] = {"depth": list(range(2, 12)), "lr": [0.01 * (i + 1) for i in range(10)],
+                         "warmup": ["none", "critical"], "seed": list(range(5000))}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(base_spec))
+    env = {"ELRBENCH_MAX_TRIALS": "2000000"}
+    r = run("validate", str(path), env=env)
+    assert r.returncode == 0 and "1000000 trials" in r.stdout, r.stderr
+    r = run("show", str(path), "--grid", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "1000000 trials" in r.stdout and "... 999960 more (--rows 0 lists every trial)" in r.stdout
+    assert r.stdout.count("plain_cnn-digits-d") == 40 and "-s4999-" in r.stdout and "-s0-" in r.stdout
+    r = run("show", str(path), "--grid", "--rows", "3", env=env)
+    assert r.stdout.count("plain_cnn-digits-d") == 3 and "... 999997 more" in r.stdout
+
+
 def test_submit_status_train(spec_file, tmp_path):
     r = run("submit", str(spec_file), "--executor", "inline")
     assert r.returncode == 0, r.stderr
