@@ -269,8 +269,8 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
                results: list[TrialResult] | None = None, make_id: Callable[[str], str] = str) -> str | None:
     """The study-summary run (id <study>-report, job_type report): every report table as a W&B
     Table, every figure as an image, and a table of every trial's result (one row each: what
-    tracking.runs = study keeps instead of a run per trial). Returns the run id, or None when
-    tracking is disabled."""
+    tracking.runs = study keeps instead of a run per trial; "trials", or "trials/part-000", ... of
+    10,000 rows each for larger studies). Returns the run id, or None when tracking is disabled."""
     if tracking.wandb == "disabled":
         return None
     import wandb
@@ -292,10 +292,18 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
     if results:
         from elrbench.result import TrialResult
 
-        cols = TrialResult.columns(results)
-        payload["trials"] = wandb.Table(columns=cols, data=[
-            [v if not isinstance(v, (list, dict)) else json.dumps(v) for v in (r.record().get(c) for c in cols)]
-            for r in results])
+        # A table logged to a run keeps its first wandb.Table.MAX_ROWS rows (10,000 in wandb 0.31: the rest
+        # is dropped with a logged warning; measured): larger studies log their trials in parts of that size.
+        cols, part = TrialResult.columns(results), wandb.Table.MAX_ROWS
+
+        def rows(chunk: list[TrialResult]) -> list[list[Any]]:
+            return [[v if not isinstance(v, (list, dict)) else json.dumps(v) for v in (r.record().get(c) for c in cols)]
+                    for r in chunk]
+
+        if len(results) <= part:
+            payload["trials"] = wandb.Table(columns=cols, data=rows(results))
+        for k in range(0, len(results), part) if len(results) > part else ():
+            payload[f"trials/part-{k // part:03d}"] = wandb.Table(columns=cols, data=rows(results[k : k + part]))
     run.log(payload)
     run.finish()
     return run_id

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from elrbench.errors import SpecError
-from elrbench.spec import apply_overrides, check_machine, load_spec, validate_spec
+from elrbench.spec import apply_overrides, check_machine, dump_spec, load_spec, validate_spec
 from tests.conftest import BASE, ROOT, write_cifar
 
 
@@ -312,3 +312,15 @@ def test_a_dumped_spec_reads_back_with_every_default_written(base_spec, tmp_path
     again = load_spec(path)
     assert again.spec_hash() == s.spec_hash()
     assert [t.trial_id for t in again.expand()] == [t.trial_id for t in s.expand()]
+
+
+def test_tracking_runs_auto_keeps_a_run_per_trial_for_small_studies_only(base_spec):
+    from elrbench.spec import TRIAL_RUNS_MAX
+
+    assert validate_spec(base_spec).tracking.runs == "trial"
+    base_spec["grid"]["seed"] = list(range(TRIAL_RUNS_MAX + 1))
+    s = validate_spec(base_spec)
+    assert s.tracking.runs == "study" and s.trial(0).tracking.runs == "study"
+    assert "runs: study" in dump_spec(s)  # the stored spec says what was done
+    base_spec["tracking"] = {"runs": "trial"}
+    assert validate_spec(base_spec).tracking.runs == "trial"  # asked for: kept

@@ -200,3 +200,25 @@ def test_two_folders_of_one_spec_never_share_a_run_id(base_spec, tmp_path):
     del meta["instance"]
     (store.root / "study.json").write_text(json.dumps(meta))
     assert StudyStore.open(store.root).run_id("x-d3") == "x-d3"
+
+
+def test_a_large_studys_trials_reach_wandb_whole_in_parts(tmp_path, monkeypatch):
+    """wandb keeps the first wandb.Table.MAX_ROWS rows of a table logged to a run and drops the rest:
+    the summary run's trials go in parts, and every row arrives (MAX_ROWS lowered to keep it small)."""
+    import wandb
+
+    from elrbench.spec import TrackingSpec
+    from elrbench.tracking import log_report
+    from tests.conftest import result_row
+
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 40)
+    rows = [result_row(2 + i % 5, "none", i, "trained", 0.9).model_copy(update={"index": i}) for i in range(100)]
+    log_report("big-1234abcd", TrackingSpec(wandb="offline", project="elrbench-test"), tmp_path, [], [], rows)
+    (run,) = read_offline_runs(tmp_path)
+    (logged,) = run["history"]
+    parts = sorted(k for k in logged if k.startswith("trials"))
+    assert parts == ["trials/part-000", "trials/part-001", "trials/part-002"]
+    assert [logged[k]["nrows"] for k in parts] == [40, 40, 20]
+    tables = [json.loads(p.read_text()) for p in tmp_path.glob("wandb/offline-run-*/files/media/table/trials/*.json")]
+    written = [row[t["columns"].index("index")] for t in tables for row in t["data"]]
+    assert sorted(written) == list(range(100))  # every row, once
