@@ -1,15 +1,18 @@
-"""Scale: studies of 1,000 to 10,000 tiny trials on Ray, start to end.
+"""Scale: studies of 1,000 to 100,000 tiny trials on Ray, start to end.
 
-    python benchmarks/scale.py                          # 1000 5000 10000 on the embedded cluster
-    python benchmarks/scale.py --trials 1000 --nodes 2  # on a 2-node loopback cluster (cluster/local_cluster.py)
+    python benchmarks/scale.py                                   # 1000 5000 10000, 200 steps a trial
+    python benchmarks/scale.py --trials 10000 20000 50000 100000 --steps 3   # the tiniest trial
+    python benchmarks/scale.py --trials 1000 --nodes 2           # a 2-node loopback cluster (cluster/local_cluster.py)
 
-Each study: bn_mlp of depth 2 on digits, 200 steps, one trial per seed, W&B off (its cost is
-measured apart, --wandb-trials), run by `elrbench submit` in a process of its own. Printed per size:
+Each study: bn_mlp of depth 2 on digits, one trial per seed, W&B off (its cost is measured apart,
+--wandb-trials), run by `elrbench submit --no-report` in a process of its own. Printed per size:
 seconds from the submit's start to the first finished trial; the study's wall time against the ideal
 (the trials' own wall times summed over the CPUs: what a scheduler with no overhead would take),
-the driver's peak memory (the submit process alone, not Ray's workers), the time of `elrbench
-status` and `elrbench report`, and the study folder's size. Goals (issue 15): first trial within 10 s
-at 10,000 trials, wall within 1.25x ideal, driver under 2 GB.
+the driver's peak memory (the submit process alone, not Ray's workers) and its slope per 1,000
+trials against the size before, the time of `elrbench status` and `elrbench report`, and the study
+folder's size. Goals (issue 25, on the 2-core machine): first trial within 10 s at every size, wall
+within 1.15x ideal, driver slope under 2 KB per trial beyond the first 10,000 and peak under 1 GB at
+100,000, status and report within 15 s at 100,000.
 """
 from __future__ import annotations
 
@@ -56,7 +59,9 @@ def run_size(n: int, steps: int, out: Path, address: str | None, cpus: int) -> d
     path.write_text(yaml.safe_dump(spec(out, n, steps)))
     args = [sys.executable, "-c", DRIVER, "submit", str(path), "--no-report"]
     args += ["--address", address] if address else []
-    env = dict(os.environ, COLUMNS="120")
+    # one seed per trial: a 100,000-trial spec holds more values than ELRBENCH_MAX_SPEC_NODES allows
+    env = dict(os.environ, COLUMNS="120", ELRBENCH_MAX_SPEC_NODES=str(max(100_000, 2 * n)),
+               ELRBENCH_MAX_TRIALS=str(max(100_000, n)))
     t0 = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     first = None
@@ -128,14 +133,19 @@ def main() -> None:
         where = f"{a.nodes}-node loopback cluster at {address}" if address else "the embedded cluster"
         print(f"{where}, {cpus} CPUs; bn_mlp depth 2 on digits, {a.steps} steps a trial, W&B off", flush=True)
         print("| trials | first trial (s) | wall (s) | ideal (s) | wall / ideal | overhead per trial (ms) "
-              "| driver peak (MB) | status (s) | report (s) | study folder (MB) | Tune KB/trial |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+              "| driver peak (MB) | slope (KB/trial) | status (s) | report (s) | study folder (MB) | Tune KB/trial |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+        before = None
         for n in a.trials:
             r = run_size(n, a.steps, out, address, cpus)
+            slope = (f"{(r['peak_mb'] - before['peak_mb']) * 1024 / (n - before['trials']):.2f}"
+                     if before and n > before["trials"] else "")
             print(f"| {n} | {r['first_s']:.1f} | {r['wall_s']:.0f} | {r['ideal_s']:.0f} | {r['ratio']:.2f} | "
                   f"{r['overhead_ms']:.0f} | "
-                  f"{r['peak_mb']:.0f} | {r['status_s']:.1f} | {r['report_s']:.1f} | {r['folder_mb']:.0f} | "
+                  f"{r['peak_mb']:.0f} | {slope} | {r['status_s']:.1f} | {r['report_s']:.1f} | {r['folder_mb']:.0f} | "
                   f"{r['tune_kb_per_trial']:.1f} |", flush=True)
+            before = r
+            shutil.rmtree(next(out.glob(f"scale{n}-*")), ignore_errors=True)  # 100,000 trials fill a disk
         if a.wandb_trials:
             w = wandb_cost(a.wandb_trials, a.steps, out)
             minutes, gb = w["seconds_per_run"] * 10000 / 60, w["kb_per_run"] * 10000 / 2**20
