@@ -60,7 +60,7 @@ def report(
         store.check_paths()  # the report writes trials.csv and report/ inside the study folder
         src = from_store(store)
         if src.rows:
-            store.write_table()  # trials.csv as of now (a running study rebuilds it every few seconds)
+            store.write_table(src.rows)  # trials.csv as of now (a running study rebuilds it every few seconds)
         out = out or store.root / "report"
     if not src.rows:
         raise UsageError(f"{study_dir or from_wandb}: no trial has a result yet; try again when one has finished")
@@ -86,7 +86,7 @@ def report(
         console.print(Text(f"ran on: {m}", style="dim"), soft_wrap=True)
     for n in rep.notes:
         console.print(n, style="dim", markup=False, highlight=False)
-    finish_report(rep, store if wandb else None)
+    finish_report(rep, store if wandb else None, src.rows)
     if wandb_report:
         from elrbench.tracking import save_wandb_report
 
@@ -96,15 +96,16 @@ def report(
         console.print(f"W&B Report: {url}", soft_wrap=True, highlight=False)
 
 
-def finish_report(rep, store: StudyStore | None) -> None:
-    """Log the report to W&B as the study-summary run (store given), and say where it is."""
+def finish_report(rep, store: StudyStore | None, results: list) -> None:
+    """Log the report to W&B as the study-summary run (store given; results: every result in the
+    study folder, in grid order), and say where it is."""
     if store is not None:
         from elrbench.tracking import log_report
 
         try:
             spec = store.spec()
             run_id = log_report(store.meta()["study_id"], spec.tracking, store.root, rep.tables, rep.figures,
-                                store.results(), make_id=store.run_id)
+                                results, make_id=store.run_id)
         except Exception as e:  # noqa: BLE001 - the report is written; W&B is the secondary copy
             err_console.print(f"warning: the W&B study-summary run was not written: {type(e).__name__}: {e}",
                               highlight=False, soft_wrap=True)

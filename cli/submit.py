@@ -192,7 +192,8 @@ def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
 
         from .report import finish_report
 
-        finish_report(build(from_store(store), store.root / "report"), store)
+        src = from_store(store, None if s.adaptive else rows)  # (a search's rows come round by round)
+        finish_report(build(src, store.root / "report"), store, src.rows)
     console.print(f"study folder: {store.root}", soft_wrap=True, highlight=False)
     if any(r.outcome == "failed" for r in rows):
         console.print("some trials failed; see error in their rows (elrbench status) and rerun submit to retry them")

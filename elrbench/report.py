@@ -71,9 +71,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def from_store(store: StudyStore) -> Source:
+def from_store(store: StudyStore, results: Optional[list[TrialResult]] = None) -> Source:
+    """A study folder's results (or those already read from it: store.results())."""
     meta = store.meta()
-    return Source(meta.get("study_id", store.root.name), store.results(), store.history, store.layers,
+    return Source(meta.get("study_id", store.root.name), store.results() if results is None else results,
+                  store.history, store.layers,
                   meta.get("n_trials"), f"results store {store.root}", store.baseline(), store.damaged,
                   meta.get("search_rule") if meta.get("search") == "adaptive" else None)
 

@@ -198,9 +198,10 @@ def median_ci(x: Sequence[Optional[float]], confidence: float = CONFIDENCE) -> E
     if len(a) < MEDIAN_SEEDS:
         return _none(a, value, f"{len(a)} seeds ({MEDIAN_SEEDS} or more needed)")
     n = len(a)
-    r = 1
-    while 1 - 2 * stats.binom.cdf(r, n, 0.5) >= confidence:  # r + 1 still covers enough
-        r += 1
+    # the coverage of r + 1 for r = 1, 2, ...: it falls as r grows, so r is 1 + how many still cover
+    # enough (one vectorized cdf: 100,000 seeds took 100,000 scalar calls, 3 s)
+    ks = np.arange(1, n // 2 + 2)
+    r = 1 + int(np.count_nonzero(1 - 2 * stats.binom.cdf(ks, n, 0.5) >= confidence))
     lo, hi = float(a[r - 1]), float(a[n - r])
     if lo == hi:
         return _none(a, value, "every seed gave the same value")

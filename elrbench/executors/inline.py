@@ -48,8 +48,9 @@ class InlineExecutor(Executor):
         events.planned(spec.n_trials, spec.n_trials - len(pending))
         for i in pending:
             run(spec.trial(i))
-        store.write_table()
-        return store.results()
+        results = store.results()
+        store.write_table(results)
+        return results
 
     @staticmethod
     def _adaptive(spec: StudySpec, store: StudyStore, events: Events, run) -> list[TrialResult]:

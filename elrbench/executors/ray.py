@@ -343,8 +343,9 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
             pending = left.result()
             events.planned(spec.n_trials, spec.n_trials - len(pending))
             _tune(spec, store, events, tune, pending, plan_concurrency(spec, cluster))
-    store.write_table()
-    return store.results()
+    results = store.results()
+    store.write_table(results)
+    return results
 
 
 def _run_adaptive(spec: StudySpec, store: StudyStore, events: Events, tune: Any, address: Optional[str],
