@@ -75,7 +75,7 @@ def test_study_on_ray_completes_and_a_rerun_runs_nothing(base_spec, cluster):
     assert [r.trial_id for r in rows] == ids  # grid order, one row each
     assert all(r.outcome in ("trained", "untrained") for r in rows)
     assert sorted(events.started) == sorted(ids) and sorted(r.trial_id for r in events.finished) == sorted(ids)
-    assert {(tid, 8, 8) for tid in ids} <= set(events.steps)  # progress reached the driver
+    assert {tid for tid, step, total in events.steps if 1 <= step <= total == 8} == set(ids)  # progress reached it
     assert all(len(store.history(i)) >= 2 for i in ids)
     # the same trial run inline gives the same numbers (the executor does not change training)
     from elrbench.train import run_trial

@@ -207,11 +207,41 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None,
             shutil.rmtree(made, ignore_errors=True)
 
 
-def _run_one(trial: TrialSpec, store: StudyStore, report: Callable[[dict[str, Any]], None],
-             ddp_rank: int | None = None) -> None:
-    """The training loop of one trial (or one DDP rank); its progress and its end sent through `report`
-    (only progress: the rows themselves are in the study folder, and every key sent to Tune is kept
-    in its experiment state for every trial, 21 KB a trial when whole rows were sent)."""
+class _Reports:
+    """What a Tune trial's trials tell the driver: their progress and which finished. A report waits
+    for the driver to take it (a few ms, as long as a tiny trial's training: it doubled the wall of
+    3-step trials), so one-worker trials report at most twice a second in all, the trials that
+    finished meanwhile as a list; the last ones go when the chunk ends. DDP ranks must report alike
+    (Ray Train): each of their steps goes."""
+
+    def __init__(self, report: Callable[[dict[str, Any]], None], every: float = 0.5) -> None:
+        self.report, self.every, self.last, self.done = report, every, 0.0, []
+
+    def _due(self) -> bool:
+        return time.monotonic() - self.last > self.every
+
+    def send(self, row: dict[str, Any]) -> None:
+        self.report({**row, "finished": self.done})  # not "done": Tune stops a trial on it
+        self.done, self.last = [], time.monotonic()
+
+    def progress(self, index: int, step: int, total: int) -> None:
+        if self.every == 0 or self._due():
+            self.send({"index": index, "step": step, "total_steps": total})
+
+    def finished(self, index: int, steps: Optional[int]) -> None:
+        self.done.append(index)
+        if self.every == 0 or self._due():
+            self.send({"index": index, "step": steps})
+
+    def flush(self) -> None:
+        if self.done:
+            self.send({})
+
+
+def _run_one(trial: TrialSpec, store: StudyStore, reports: _Reports, ddp_rank: int | None = None) -> None:
+    """The training loop of one trial (or one DDP rank); its progress and its end sent through
+    `reports` (only progress: the rows themselves are in the study folder, and every key sent to
+    Tune is kept in its experiment state for every trial, 21 KB a trial when whole rows were sent)."""
     from elrbench.train import run_trial
 
     ray = _ray()
@@ -220,17 +250,8 @@ def _run_one(trial: TrialSpec, store: StudyStore, report: Callable[[dict[str, An
         pg = ray.util.get_current_placement_group()
         where["placement_group"] = pg.id.hex() if pg else None
     store.write_worker(trial.trial_id, ddp_rank or 0, **where)
-    # A report waits for the driver to take it (a few ms): progress goes at most twice a second
-    last = [0.0]
-
-    def progress(step: int, total: int, row: dict[str, Any]) -> None:
-        # DDP ranks must report alike; the last step always goes
-        if ddp_rank is not None or step >= total or time.monotonic() - last[0] > 0.5:
-            report({"index": trial.index, "step": step, "total_steps": total})
-            last[0] = time.monotonic()
-
-    result = run_trial(trial, store, progress=progress)
-    report({"index": trial.index, "finished": 1, "step": result.steps_done})  # not "done": Tune stops a trial on it
+    result = run_trial(trial, store, progress=lambda step, total, row: reports.progress(trial.index, step, total))
+    reports.finished(trial.index, result.steps_done)
 
 
 def _run_chunk(config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> None:
@@ -240,16 +261,20 @@ def _run_chunk(config: dict[str, Any], report: Callable[[dict[str, Any]], None])
     spec, store = _study_spec(config["study_dir"]), StudyStore(Path(config["study_dir"]))
     chunk = list(indices(config))
     errors = []
-    for i in chunk:
-        trial = spec.trial(i)
-        if store.finished(trial.trial_id):
-            continue
-        try:
-            _run_one(trial, store, report)
-        except Exception as e:  # noqa: BLE001 - recorded below; a lone trial's error goes to Tune as it is
-            if len(chunk) == 1:
-                raise
-            errors.append(f"{trial.trial_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    reports = _Reports(report)
+    try:
+        for i in chunk:
+            trial = spec.trial(i)
+            if store.finished(trial.trial_id):
+                continue
+            try:
+                _run_one(trial, store, reports)
+            except Exception as e:  # noqa: BLE001 - recorded below; a lone trial's error goes to Tune as it is
+                if len(chunk) == 1:
+                    raise
+                errors.append(f"{trial.trial_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        reports.flush()
     if errors:
         raise RuntimeError(f"{len(errors)} of the {len(chunk)} trials of this chunk failed; the first: {errors[0]}")
 
@@ -260,7 +285,8 @@ def _ddp_worker(config: dict[str, Any]) -> None:
     train = _ray().train
     (index,) = indices(config)
     trial = _study_spec(config["study_dir"]).trial(index)
-    _run_one(trial, StudyStore(Path(config["study_dir"])), train.report, ddp_rank=train.get_context().get_world_rank())
+    _run_one(trial, StudyStore(Path(config["study_dir"])), _Reports(train.report, every=0),
+             ddp_rank=train.get_context().get_world_rank())
 
 
 @functools.lru_cache(maxsize=4)
@@ -576,15 +602,18 @@ def _progress_callback(store: StudyStore, spec: StudySpec, events: Events):
         def on_trial_start(self, iteration, trials, trial, **info):
             self._start(next(indices(trial.config)))
 
+        def _known(self, index: Any) -> bool:
+            return isinstance(index, int) and 0 <= index < self.spec.n_trials
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             index = result.get("index")
-            if not isinstance(index, int) or not 0 <= index < self.spec.n_trials:
-                return
-            self._start(index)
-            if "total_steps" in result:
+            if self._known(index) and "total_steps" in result:
+                self._start(index)
                 self.events.progress(self.spec.trial_id(index), int(result["step"]), int(result["total_steps"]))
-            if result.get("finished"):
-                self._finish(index)
+            for i in result.get("finished") or ():  # (_Reports)
+                if self._known(i):
+                    self._start(i)
+                    self._finish(i)
 
         def _cleanup(self, index: int) -> None:
             if self.spec.resources.workers_per_trial > 1:
