@@ -174,7 +174,7 @@ def _run_study(s, store: StudyStore, executor: Executor, report: bool) -> None:
             return f"study {s.study_id}: {total} trials ({done} already finished) on {executor.where()} -> {store.root}"
 
         events = ProgressBar(bar, title, started)
-        rows = executor.run(s, store, events)
+        rows = executor.run(s, store, events, brief=not report)  # without a report: what the tables read
         bar.update(events.steps, visible=False)
     print_by_depth(rows)
     console.print(f"{len(rows)} trials: {outcome_counts(rows)} in {time.time() - started:.0f} s")

@@ -37,7 +37,7 @@ from elrbench import __version__
 from elrbench.defaults import NO_WARMUP
 from elrbench.errors import StoreError
 from elrbench.machine import machine
-from elrbench.result import TrialResult
+from elrbench.result import Brief, TrialResult
 
 
 @functools.cache
@@ -94,7 +94,7 @@ FILES = {".lock", "study.json", "spec.yaml", "trials.csv", "result.json", "histo
          "report.html"}  # what elrbench writes as a file in a study folder
 
 
-def read_bytes(path: Path, limit: int = SMALL_FILE) -> bytes:
+def read_bytes(path: Path | str, limit: int = SMALL_FILE) -> bytes:
     """A file of the study, read only when it is a regular file (not a link, a FIFO or a device: a
     planted /dev/zero or FIFO must not hang or exhaust the reader) of at most `limit` bytes.
     FileNotFoundError when it is missing; ValueError saying what it is otherwise."""
@@ -110,8 +110,11 @@ def read_bytes(path: Path, limit: int = SMALL_FILE) -> bytes:
             raise ValueError("not a regular file (a folder, FIFO or device)")
         if st.st_size > limit:
             raise ValueError(f"{st.st_size} bytes, more than the {limit} a file of this kind has")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit + 1)[:limit]
+        parts, left = [], min(st.st_size, limit) + 1  # (one read for a small file: no file object)
+        while left > 0 and (chunk := os.read(fd, left)):
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)[:limit]
     finally:
         os.close(fd)
 
@@ -262,8 +265,8 @@ class StudyStore:
             if name in FILES and (self.root / name).is_dir():
                 folder(self.root / name)
         for top in (self.root / "trials", self.root / "report"):
-            stack = [top] if top.is_dir() else []
-            while stack:  # scandir's entry types come with the listing: no stat per file
+            stack = [str(top)] if top.is_dir() else []
+            while stack:  # scandir's entry types come with the listing: no stat per file (and no Path)
                 with os.scandir(stack.pop()) as entries:
                     for e in entries:
                         if e.is_symlink():
@@ -271,7 +274,7 @@ class StudyStore:
                         if e.is_dir(follow_symlinks=False):
                             if e.name in FILES:
                                 folder(Path(e.path))
-                            stack.append(Path(e.path))
+                            stack.append(e.path)
 
     # ------------------------------------------------------------ trials
     def trial_names(self) -> list[str]:
@@ -338,28 +341,31 @@ class StudyStore:
     def result(self, trial_id: str) -> TrialResult | None:
         """A trial's result; None when it has none yet, or a damaged one (named in self.damaged), which
         a resume then reruns."""
-        return self._read_result(self.trial_dir(trial_id) / "result.json")
+        return self._read_result(self.trial_dir(trial_id).parent, trial_id)
 
     def finished(self, trial_id: str) -> bool:
         r = self.result(trial_id)
         return r is not None and r.finished
 
-    def results(self) -> list[TrialResult]:
-        """Every readable result in grid order; damaged ones are left out and named in self.damaged."""
+    def results(self, brief: bool = False) -> list[TrialResult]:
+        """Every readable result in grid order; damaged ones are left out and named in self.damaged.
+        brief: each as TrialResult.brief() (what the tables and the verdict read, a tenth of the memory)."""
         trials = self.root / "trials"
-        found = (self._read_result(trials / name / "result.json") for name in self.trial_names())
-        return sorted((r for r in found if r is not None), key=lambda r: r.index)
+        found = (self._read_result(trials, name) for name in self.trial_names())
+        return sorted((r.brief() if brief else r for r in found if r is not None), key=lambda r: r.index)
 
-    def _read_result(self, path: Path) -> TrialResult | None:
+    def _read_result(self, trials: Path, name: str) -> TrialResult | None:
+        """trials/<name>/result.json (the path as a string: 100,000 Paths cost 2 s)."""
+        path = f"{trials}{os.sep}{name}{os.sep}result.json"
         try:
             r = TrialResult.model_validate_json(read_bytes(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
-            self._damaged(path, _what(e))
+            self._damaged(Path(path), _what(e))
             return None
-        if r.trial_id != path.parent.name:
-            self._damaged(path, f"its trial_id {r.trial_id!r} is not the name of its folder")
+        if r.trial_id != name:
+            self._damaged(Path(path), f"its trial_id {r.trial_id!r} is not the name of its folder")
             return None
         return r
 
@@ -374,24 +380,28 @@ class StudyStore:
         spent = time.monotonic() - now
         self._table_due = time.monotonic() + max(10.0, 10 * spent)
 
-    def write_table(self, results: Optional[Sequence[TrialResult]] = None) -> None:
+    def write_table(self, results: Optional[Sequence[TrialResult]] = None) -> list[Brief]:
         """trials.csv: one row per trial with a result, in grid order, its columns the fields of
         TrialResult that some trial set. From results already read (every result, in grid order:
         self.results()), or streamed from the folder: a first pass over the results finds the order
         and the columns (keeping 2 numbers a trial), the second writes each row as it reads it, so a
-        100,000-trial study's table never sits in memory."""
+        100,000-trial study's table never sits in memory. Returns the rows' briefs (TrialResult.brief),
+        in grid order: what the end of a run prints, read on the way."""
         trials = self.root / "trials"
         if results is not None:
             order, used = None, set().union(*(r.model_fields_set for r in results)) if results else set()
+            briefs = [r.brief() for r in results]
         else:
-            order, used = [], set()
+            order, used, found = [], set(), []
             for name in self.trial_names():
-                if (r := self._read_result(trials / name / "result.json")) is not None:
+                if (r := self._read_result(trials, name)) is not None:
                     order.append((r.index, name))
+                    found.append(r.brief())
                     used |= r.model_fields_set
             order.sort()
+            briefs = sorted(found, key=lambda b: b.index)
         if not used:
-            return
+            return briefs
         columns = [f for f in TrialResult.model_fields if f in used]
 
         def rows() -> Iterator[TrialResult]:
@@ -399,7 +409,7 @@ class StudyStore:
                 yield from results or ()
                 return
             for _, name in order:
-                if (r := self._read_result(trials / name / "result.json")) is not None:
+                if (r := self._read_result(trials, name)) is not None:
                     yield r
 
         def write(f: BinaryIO) -> None:
@@ -412,6 +422,7 @@ class StudyStore:
             text.detach()
 
         atomic_write(self.root / "trials.csv", write)
+        return briefs
 
     # ------------------------------------------------------------ history
     def write_history(self, trial_id: str, rows: Iterable[dict[str, Any]]) -> None:

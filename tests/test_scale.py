@@ -90,3 +90,23 @@ def test_the_progress_display_keeps_no_result(base_spec):
         assert live(TrialResult) == before  # counted, not kept
         assert events.outcomes == {"failed": 85, "diverged": 43} and not events.running
     assert live(TrialSpec) < 10
+
+
+def test_the_end_of_a_run_reads_briefs_that_give_the_same_tables(base_spec):
+    from elrbench.executors.inline import InlineExecutor
+    from elrbench.report import headline
+    from elrbench.result import Brief
+    from elrbench.tables import by_depth, trainable_depths
+
+    base_spec["grid"] = {"depth": [2, 3], "lr": [0.1, 0.5], "warmup": ["none", "critical"], "seed": [0, 1]}
+    base_spec["budget"] = {"steps": 4, "batch_size": 32, "log_every": 2, "eval_every": 4}
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    briefs = InlineExecutor().run(s, store, brief=True)
+    full = store.results()
+    assert all(type(b) is Brief for b in briefs) and [b.trial_id for b in briefs] == [r.trial_id for r in full]
+    assert all(getattr(b, f) == getattr(r, f) for b, r in zip(briefs, full) for f in Brief.__dataclass_fields__)
+    assert [g.cells for g in by_depth(briefs)] == [g.cells for g in by_depth(full)]
+    verdict = headline(trainable_depths(full, "none"))
+    assert verdict and headline(trainable_depths(briefs, "none")) == verdict
+    assert (store.root / "trials.csv").read_text().count("\n") == 1 + s.n_trials  # written on the way

@@ -63,7 +63,10 @@ class Executor:
         """Where the trials run, for the study's first line."""
         raise NotImplementedError
 
-    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None) -> list[TrialResult]:
+    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None,
+            brief: bool = False) -> list[TrialResult]:
+        """brief: return each grid study's result as TrialResult.brief() (a tenth of the memory: what
+        the trainability tables and the verdict read); an adaptive search returns its results whole."""
         raise NotImplementedError
 
 

@@ -24,7 +24,8 @@ class InlineExecutor(Executor):
     def where(self) -> str:
         return "inline"
 
-    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None) -> list[TrialResult]:
+    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None,
+            brief: bool = False) -> list[TrialResult]:
         from elrbench.train import run_trial
 
         events = events or Events()
@@ -48,6 +49,8 @@ class InlineExecutor(Executor):
         events.planned(spec.n_trials, spec.n_trials - len(pending))
         for i in pending:
             run(spec.trial(i))
+        if brief:
+            return store.write_table()
         results = store.results()
         store.write_table(results)
         return results

@@ -354,8 +354,9 @@ def plan_concurrency(spec: StudySpec, cluster: dict[str, float]) -> int:
 
 
 def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None, *, address: str | None = None,
-               num_cpus: int | None = None) -> list[TrialResult]:
-    """Run every unfinished trial of the study on Ray Tune; returns all results in grid order."""
+               num_cpus: int | None = None, brief: bool = False) -> list[TrialResult]:
+    """Run every unfinished trial of the study on Ray Tune; returns all results in grid order (brief:
+    as TrialResult.brief(), Executor.run)."""
     tune = _ray(embedded=address is None).tune
     events = events or Events()
     if spec.adaptive:
@@ -369,6 +370,8 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
             pending = left.result()
             events.planned(spec.n_trials, spec.n_trials - len(pending))
             _tune(spec, store, events, tune, pending, plan_concurrency(spec, cluster))
+    if brief:
+        return store.write_table()
     results = store.results()
     store.write_table(results)
     return results
@@ -717,5 +720,6 @@ class RayExecutor(Executor):
     def where(self) -> str:
         return f"Ray at {self.address}" if self.address else "an embedded Ray cluster on 127.0.0.1"
 
-    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None) -> list[TrialResult]:
-        return run_on_ray(spec, store, events or Events(), address=self.address)
+    def run(self, spec: StudySpec, store: StudyStore, events: Optional[Events] = None,
+            brief: bool = False) -> list[TrialResult]:
+        return run_on_ray(spec, store, events or Events(), address=self.address, brief=brief)
