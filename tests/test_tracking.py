@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -214,7 +215,12 @@ def test_a_large_studys_trials_reach_wandb_whole_in_parts(tmp_path, monkeypatch)
     monkeypatch.setattr(wandb.Table, "MAX_ROWS", 40)
     rows = [result_row(2 + i % 5, "none", i, "trained", 0.9).model_copy(update={"index": i}) for i in range(100)]
     log_report("big-1234abcd", TrackingSpec(wandb="offline", project="elrbench-test"), tmp_path, [], [], rows)
-    (run,) = read_offline_runs(tmp_path)
+    for _ in range(300):  # wandb's service may still be writing the run file when finish() returns (seen 2 in 30)
+        runs = read_offline_runs(tmp_path, damaged={})  # (a file still being written reads as damaged)
+        if runs and runs[0]["history"]:
+            break
+        time.sleep(0.1)
+    (run,) = runs
     (logged,) = run["history"]
     parts = sorted(k for k in logged if k.startswith("trials"))
     assert parts == ["trials/part-000", "trials/part-001", "trials/part-002"]
