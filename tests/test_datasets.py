@@ -18,6 +18,18 @@ def test_digits():
     assert torch.allclose(d.x_train.std(dim=(0, 2, 3)), torch.ones(1), atol=1e-3)
 
 
+def test_digits_read_without_scikit_learn_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from elrbench.workloads.datasets import _split
+
+    d = load_digits()
+    ref = _split("digits", d.images[:, None].astype(np.float32), d.target, 10, data_options("digits", None))
+    got = load_dataset("digits")
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        assert getattr(got, k).dtype == getattr(ref, k).dtype and torch.equal(getattr(got, k), getattr(ref, k)), k
+
+
 def test_mnist5k():
     d = load_dataset("mnist5k")
     assert d.in_shape == (1, 28, 28) and d.num_classes == 10

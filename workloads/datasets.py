@@ -127,10 +127,19 @@ def _split(name, x, y, num_classes, opts: SplitOptions) -> Dataset:
 
 @DATASETS.register("digits", options=SplitOptions)
 def _digits(opts: SplitOptions) -> Dataset:
-    from sklearn.datasets import load_digits
+    # the file scikit-learn's load_digits reads (8x8 images as 64 columns, then the label), read
+    # without importing scikit-learn: the same arrays in 5 ms instead of 1.0 s, which every trial's
+    # process and every submit paid before its first trial
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
 
-    d = load_digits()
-    return _split("digits", d.images[:, None].astype(np.float32), d.target, 10, opts)
+        d = load_digits()
+        return _split("digits", d.images[:, None].astype(np.float32), d.target, 10, opts)
+    a = np.loadtxt(path, delimiter=",")
+    images, target = a[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32), a[:, -1].astype(int)
+    return _split("digits", images, target, 10, opts)
 
 
 def _mnist5k_file() -> Path:
