@@ -385,12 +385,12 @@ class StudyStore:
         TrialResult that some trial set. From results already read (every result, in grid order:
         self.results()), or streamed from the folder: a first pass over the results finds the order
         and the columns (keeping 2 numbers a trial), the second writes each row as it reads it, so a
-        100,000-trial study's table never sits in memory. Returns the rows' briefs (TrialResult.brief),
-        in grid order: what the end of a run prints, read on the way."""
+        100,000-trial study's table never sits in memory. Streamed, it returns the rows' briefs
+        (TrialResult.brief) in grid order: what the end of a run prints, read on the way."""
         trials = self.root / "trials"
+        briefs: list[Brief] = []  # (given results, the caller has them)
         if results is not None:
             order, used = None, set().union(*(r.model_fields_set for r in results)) if results else set()
-            briefs = [r.brief() for r in results]
         else:
             order, used, found = [], set(), []
             for name in self.trial_names():
@@ -414,10 +414,11 @@ class StudyStore:
 
         def write(f: BinaryIO) -> None:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-            w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")  # (a result rewritten meanwhile)
-            w.writeheader()
-            for r in rows():
-                w.writerow(r.record())
+            w = csv.writer(text)
+            w.writerow(columns)
+            for r in rows():  # each field the trial set (TrialResult.record), read without a dump per row
+                values, given = r.__dict__, r.model_fields_set
+                w.writerow([values[c] if c in given else "" for c in columns])
             text.flush()
             text.detach()
 
