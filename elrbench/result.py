@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import make_dataclass
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,34 +26,6 @@ FINAL_OUTCOMES: tuple[Outcome, ...] = ("trained", "untrained", "diverged")  # ne
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}  # one fields-set per distinct set of fields (TrialResult._compact)
 _REPEATED = ("workload", "optimizer", "warmup", "schedule", "outcome", "device", "host", "cpu", "cpu_capability",
              "torch_version", "cuda_version", "gpu", "compile")
-
-
-@dataclass(frozen=True, slots=True)
-class Brief:
-    """A result as the end of a study's run reads it (trainability by depth, the verdict, the outcome
-    counts): about 250 bytes where a TrialResult takes 2 KB, so that a 100,000-trial study's driver
-    does not hold 200 MB to print its tables. The fields are TrialResult's, read the same way."""
-
-    trial_id: str
-    index: int
-    workload: str
-    depth: int
-    lr: float
-    optimizer: str
-    warmup: str
-    schedule: str
-    seed: int
-    outcome: Outcome
-    threshold: Optional[float]
-    final_test_acc: Optional[float]
-    spread_mean: Optional[float]
-    spread_early_mean: Optional[float]
-    compile_s: Optional[float]
-    error: Optional[str]
-
-    @property
-    def finished(self) -> bool:
-        return self.outcome in FINAL_OUTCOMES
 
 
 class TrialResult(BaseModel):
@@ -125,7 +98,7 @@ class TrialResult(BaseModel):
 
     def brief(self) -> Brief:
         """What the trainability tables and the verdict read of this result, in a tenth of the memory."""
-        return Brief(**{f: getattr(self, f) for f in Brief.__dataclass_fields__})
+        return Brief(*(getattr(self, f) for f in BRIEF_FIELDS))
 
     @classmethod
     def failed(cls, trial: TrialSpec, error: str, **extra: Any) -> TrialResult:
@@ -147,10 +120,15 @@ class TrialResult(BaseModel):
         return json.dumps(self.record(), indent=2)
 
     @classmethod
-    def columns(cls, results: list[TrialResult]) -> list[str]:
-        """trials.csv's columns: every field that some trial set, in field order."""
-        used = set().union(*(r.model_fields_set for r in results)) if results else set()
+    def columns(cls, results: Iterable[TrialResult] = (), used: Iterable[str] = ()) -> list[str]:
+        """trials.csv's columns: every field that some trial set (or that `used` names), in field order."""
+        used = set(used).union(*(r.model_fields_set for r in results))
         return [f for f in cls.model_fields if f in used]
+
+    def row(self, columns: list[str]) -> list[Any]:
+        """The values of record() in these columns, None where the trial set none: a row of trials.csv."""
+        values, given = self.__dict__, self.model_fields_set
+        return [values[c] if c in given else None for c in columns]
 
     @property
     def machine(self) -> dict[str, Optional[str]]:
@@ -167,3 +145,13 @@ class TrialResult(BaseModel):
 
 POINT = ("workload", "depth", "lr", "optimizer", "warmup", "schedule", "seed")  # = TrialSpec.point()'s keys
 IDENTITY = ("trial_id", "index", *POINT)  # which trial; the rest is what it recorded
+
+
+# A result as the end of a study's run reads it (trainability by depth, the verdict, the outcome
+# counts): TrialResult's fields that those read, typed as there, in about 300 bytes where a
+# TrialResult takes 2 KB, so that a 100,000-trial study's driver does not hold 200 MB to print them.
+BRIEF_FIELDS = ("trial_id", "index", "workload", "depth", "lr", "optimizer", "warmup", "schedule", "seed", "outcome",
+                "threshold", "final_test_acc", "spread_mean", "spread_early_mean", "compile_s", "error")
+Brief = make_dataclass("Brief", [(f, TrialResult.model_fields[f].annotation) for f in BRIEF_FIELDS], frozen=True,
+                       slots=True, namespace={"finished": property(lambda b: b.outcome in FINAL_OUTCOMES),
+                                              "__module__": __name__})

@@ -347,12 +347,11 @@ class StudyStore:
         r = self.result(trial_id)
         return r is not None and r.finished
 
-    def results(self, brief: bool = False) -> list[TrialResult]:
-        """Every readable result in grid order; damaged ones are left out and named in self.damaged.
-        brief: each as TrialResult.brief() (what the tables and the verdict read, a tenth of the memory)."""
+    def results(self) -> list[TrialResult]:
+        """Every readable result in grid order; damaged ones are left out and named in self.damaged."""
         trials = self.root / "trials"
         found = (self._read_result(trials, name) for name in self.trial_names())
-        return sorted((r.brief() if brief else r for r in found if r is not None), key=lambda r: r.index)
+        return sorted((r for r in found if r is not None), key=lambda r: r.index)
 
     def _read_result(self, trials: Path, name: str) -> TrialResult | None:
         """trials/<name>/result.json (the path as a string: 100,000 Paths cost 2 s)."""
@@ -380,29 +379,30 @@ class StudyStore:
         spent = time.monotonic() - now
         self._table_due = time.monotonic() + max(10.0, 10 * spent)
 
-    def write_table(self, results: Optional[Sequence[TrialResult]] = None) -> list[Brief]:
+    def write_table(self, results: Optional[Sequence[TrialResult]] = None, briefs: bool = False) -> list[Brief]:
         """trials.csv: one row per trial with a result, in grid order, its columns the fields of
         TrialResult that some trial set. From results already read (every result, in grid order:
         self.results()), or streamed from the folder: a first pass over the results finds the order
         and the columns (keeping 2 numbers a trial), the second writes each row as it reads it, so a
-        100,000-trial study's table never sits in memory. Streamed, it returns the rows' briefs
-        (TrialResult.brief) in grid order: what the end of a run prints, read on the way."""
+        100,000-trial study's table never sits in memory. briefs (streamed): also return each row's
+        TrialResult.brief(), in grid order: what the end of a run prints, read on the way."""
         trials = self.root / "trials"
-        briefs: list[Brief] = []  # (given results, the caller has them)
+        kept: list[Brief] = []
         if results is not None:
-            order, used = None, set().union(*(r.model_fields_set for r in results)) if results else set()
+            order, columns = None, TrialResult.columns(results)
         else:
-            order, used, found = [], set(), []
+            order, used = [], set()
             for name in self.trial_names():
                 if (r := self._read_result(trials, name)) is not None:
                     order.append((r.index, name))
-                    found.append(r.brief())
                     used |= r.model_fields_set
+                    if briefs:
+                        kept.append(r.brief())
             order.sort()
-            briefs = sorted(found, key=lambda b: b.index)
-        if not used:
-            return briefs
-        columns = [f for f in TrialResult.model_fields if f in used]
+            kept.sort(key=lambda b: b.index)
+            columns = TrialResult.columns(used=used)
+        if not columns:
+            return kept
 
         def rows() -> Iterator[TrialResult]:
             if order is None:
@@ -416,14 +416,13 @@ class StudyStore:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="")
             w = csv.writer(text)
             w.writerow(columns)
-            for r in rows():  # each field the trial set (TrialResult.record), read without a dump per row
-                values, given = r.__dict__, r.model_fields_set
-                w.writerow([values[c] if c in given else "" for c in columns])
+            for r in rows():
+                w.writerow(r.row(columns))
             text.flush()
             text.detach()
 
         atomic_write(self.root / "trials.csv", write)
-        return briefs
+        return kept
 
     # ------------------------------------------------------------ history
     def write_history(self, trial_id: str, rows: Iterable[dict[str, Any]]) -> None:

@@ -294,16 +294,11 @@ def log_report(study_id: str, tracking, root: Path, tables: list[Table], figures
 
         # A table logged to a run keeps its first wandb.Table.MAX_ROWS rows (10,000 in wandb 0.31: the rest
         # is dropped with a logged warning; measured): larger studies log their trials in parts of that size.
-        cols, part = TrialResult.columns(results), wandb.Table.MAX_ROWS
-
-        def rows(chunk: list[TrialResult]) -> list[list[Any]]:
-            return [[v if not isinstance(v, (list, dict)) else json.dumps(v) for v in (r.record().get(c) for c in cols)]
-                    for r in chunk]
-
-        if len(results) <= part:
-            payload["trials"] = wandb.Table(columns=cols, data=rows(results))
-        for k in range(0, len(results), part) if len(results) > part else ():
-            payload[f"trials/part-{k // part:03d}"] = wandb.Table(columns=cols, data=rows(results[k : k + part]))
+        cols, size = TrialResult.columns(results), wandb.Table.MAX_ROWS
+        parts = [results[k : k + size] for k in range(0, len(results), size)]
+        for i, part in enumerate(parts):
+            data = [[json.dumps(v) if isinstance(v, (list, dict)) else v for v in r.row(cols)] for r in part]
+            payload["trials" if len(parts) == 1 else f"trials/part-{i:03d}"] = wandb.Table(columns=cols, data=data)
     run.log(payload)
     run.finish()
     return run_id

@@ -50,7 +50,7 @@ class InlineExecutor(Executor):
         for i in pending:
             run(spec.trial(i))
         if brief:
-            return store.write_table()
+            return store.write_table(briefs=True)
         results = store.results()
         store.write_table(results)
         return results

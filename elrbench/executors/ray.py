@@ -371,7 +371,7 @@ def run_on_ray(spec: StudySpec, store: StudyStore, events: Events | None = None,
             events.planned(spec.n_trials, spec.n_trials - len(pending))
             _tune(spec, store, events, tune, pending, plan_concurrency(spec, cluster))
     if brief:
-        return store.write_table()
+        return store.write_table(briefs=True)
     results = store.results()
     store.write_table(results)
     return results
