@@ -11,6 +11,10 @@
 
 Every file is written whole to a temporary name and renamed into place, so a crash never leaves a
 torn file, and a trial's row is keyed by its id, so rerunning a finished trial cannot duplicate it.
+What a trial leaves is synced to disk once it ends: its history.jsonl and layers.jsonl (their data),
+then its result.json and the trial's folder (one folder sync makes all three renames durable, and
+the result, which marks the trial done, is never durable before its logs). worker-<rank>.json, a
+note for operators of which process runs a trial now, is renamed into place but not synced.
 """
 from __future__ import annotations
 
@@ -49,9 +53,12 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: Path, data: str | Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, data: str | Callable[[BinaryIO], None], sync: str = "full") -> None:
     """Write a file whole or not at all: to a temporary file of its own beside it, synced, renamed into
-    place, and the folder synced. data: text, or a function that writes to the binary file."""
+    place, and the folder synced. data: text, or a function that writes to the binary file. sync:
+    "full" as said; "file" syncs the file's data but not the folder (the caller syncs the folder
+    later, after the file that must not be durable before this one); "none" syncs nothing (a crash of
+    the process still never tears it; a crash of the machine may lose it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir() and not path.is_symlink():
         raise StoreError(f"{printable(path)} is a folder where a file belongs; move it away and run the command again")
@@ -64,12 +71,14 @@ def atomic_write(path: Path, data: str | Callable[[BinaryIO], None]) -> None:
             else:
                 data(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync != "none":
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync == "full":
+        fsync_dir(path.parent)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -130,6 +139,7 @@ class StudyStore:
         # checked against it (a relative path, '~' or a symlink names the same folder)
         self.root = Path(root).expanduser().resolve()
         self.damaged: dict[str, str] = {}  # file (relative to the study folder) -> what is wrong with it
+        self._last_dir: tuple[Optional[str], Path] = (None, self.root)  # trial_dir's last answer
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -305,11 +315,14 @@ class StudyStore:
 
     def trial_dir(self, trial_id: str) -> Path:
         """A trial's folder: the id must be a safe name, and the folder must lie inside the study's."""
+        if self._last_dir[0] == trial_id:  # a trial's own writes ask for its folder six times
+            return self._last_dir[1]
         trials = self.root / "trials"
         path = trials / trial_id
         if not TRIAL_ID.fullmatch(trial_id) or path.resolve().parent != trials.resolve():
             raise StoreError(f"{trial_id!r} is not a trial id (letters, digits, '_', '.', '-'): it would name a "
                              f"path outside {trials}")
+        self._last_dir = (trial_id, path)
         return path
 
     def _damaged(self, path: Path, problem: str) -> None:
@@ -318,7 +331,7 @@ class StudyStore:
     def write_worker(self, trial_id: str, rank: int, **where: Any) -> None:
         """Record which process runs a trial's rank now (for `elrbench status` and for operators)."""
         atomic_write(self.trial_dir(trial_id) / f"worker-{rank}.json", json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}))
+            {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}), sync="none")
 
     def workers(self, trial_id: str) -> list[dict[str, Any]]:
         out = []
@@ -333,7 +346,8 @@ class StudyStore:
         return out
 
     def write_result(self, result: TrialResult) -> None:
-        """A trial's result.json. trials.csv, which reads every result, is rebuilt by whoever runs the
+        """A trial's result.json, synced with its folder (which makes the logs written before it
+        durable too: write_history, write_layers). trials.csv, which reads every result, is rebuilt by whoever runs the
         study (write_table), not after each trial: that would cost the square of the trial count."""
         atomic_write(self.trial_dir(result.trial_id) / "result.json", result.to_json())
         self.damaged.pop(str(Path("trials") / result.trial_id / "result.json"), None)
@@ -427,12 +441,12 @@ class StudyStore:
     # ------------------------------------------------------------ history
     def write_history(self, trial_id: str, rows: Iterable[dict[str, Any]]) -> None:
         atomic_write(self.trial_dir(trial_id) / "history.jsonl",
-                     "".join(json.dumps(r) + "\n" for r in rows))
+                     "".join(json.dumps(r) + "\n" for r in rows), sync="file")  # the folder: write_result
 
     def write_layers(self, trial_id: str, names: list[str], rows: Iterable[dict[str, Any]]) -> None:
         """Per-layer rows (||W||, ||g||, ELR, lr, actual update ratio) at each log step."""
         atomic_write(self.trial_dir(trial_id) / "layers.jsonl",
-                     json.dumps({"names": names}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows))
+                     json.dumps({"names": names}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows), sync="file")
 
     def layers(self, trial_id: str) -> tuple[list[str], list[dict[str, Any]]]:
         path = self.trial_dir(trial_id) / "layers.jsonl"

@@ -19,6 +19,7 @@ checkpoints use the plain module, which shares its parameters with the compiled 
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -255,8 +256,10 @@ def setup(trial: TrialSpec) -> Setup:
     p = plan(trial, len(data.x_train))
     xtr, ytr = data.x_train.to(device), data.y_train.to(device)
     xte, yte = data.x_test.to(device), data.y_test.to(device)
-    model = create_model(w.model, trial.depth, in_shape=data.in_shape, num_classes=data.num_classes,
-                         width=w.width, norm=w.norm, init=w.init, options=w.model_options).to(device)
+    built = dict(in_shape=data.in_shape, num_classes=data.num_classes, width=w.width, norm=w.norm, init=w.init,
+                 options=w.model_options)
+    model = create_model(w.model, trial.depth, **built).to(device)
+    arch = (w.model, trial.depth, json.dumps(built, sort_keys=True, default=str))  # discovery's key
     channels_last = p.compile != "off" and xtr.dim() == 4
     if channels_last:  # faster convolutions under inductor (docs/performance.md); the values are the same
         model = model.to(memory_format=torch.channels_last)
@@ -270,10 +273,10 @@ def setup(trial: TrialSpec) -> Setup:
     diag = None
     if trial.diagnostics.enabled:
         try:
-            diag = LayerDiagnostics(model, trial.diagnostics.early_steps)
+            diag = LayerDiagnostics(model, trial.diagnostics.early_steps, key=arch)
         except NoScaleInvariantTensors:  # e.g. norm: none: nothing to measure, training goes on
             pass
-    scale_invariant = (diag.params if diag else [q for _, q in discover(model)]) if optimizer.tangent else []
+    scale_invariant = (diag.params if diag else [q for _, q in discover(model, arch)]) if optimizer.tangent else []
     return Setup(trial, rank, world, device, p, data.augment, xtr, ytr, xte, yte, model, forward, params,
                  optimizer, opt, warm, diag, scale_invariant, channels_last)
 

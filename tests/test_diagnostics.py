@@ -311,3 +311,24 @@ def test_critical_momentum_correction_in_the_loop(base_spec):
     first = store.layers(t.trial_id)[1][0]
     c_hat = torch.tensor(first["g_norm"]) / torch.tensor(first["w_norm"])
     assert first["lr"][0] == pytest.approx(0.1 / torch.sqrt(c_hat.max() * c_hat.min()).item(), rel=1e-4)
+
+
+def test_discovery_is_traced_once_per_architecture(monkeypatch):
+    import elrbench.diagnostics as d
+
+    traced = []
+    real = torch.fx.symbolic_trace
+    monkeypatch.setattr(torch.fx, "symbolic_trace", lambda m: (traced.append(m), real(m))[1])
+    monkeypatch.setattr(d, "_FOUND", {})
+    a, b, c = _model("bn_mlp"), _model("bn_mlp"), _model("bn_mlp", depth=3)
+    first = discover(a, key=("bn_mlp", 5))
+    again = discover(b, key=("bn_mlp", 5))
+    assert len(traced) == 1
+    # the same names, and the second model's own tensors
+    assert [n for n, _ in again] == [n for n, _ in first] == [n for n, _ in b.normalized_weights()]
+    assert all(p is q for (_, p), (_, q) in zip(again, b.normalized_weights()))
+    assert not any(p is q for (_, p), (_, q) in zip(again, first))
+    # another key is traced; no key is always traced
+    assert [n for n, _ in discover(c, key=("bn_mlp", 3))] == [n for n, _ in c.normalized_weights()]
+    discover(a)
+    assert len(traced) == 3

@@ -125,3 +125,24 @@ def test_results_of_the_previous_version_read_and_rewrite_unchanged(base_spec):
     assert list(failed.record()) == ["trial_id", "index", "workload", "depth", "lr", "optimizer", "warmup",
                                      "schedule", "seed", "outcome", "threshold", "host", "error"]
     assert not failed.finished and r.finished
+
+
+def test_a_trial_is_synced_once_it_ends_logs_before_its_result(base_spec, monkeypatch):
+    """history.jsonl and layers.jsonl are synced before result.json, and one sync of the trial's folder
+    after the result makes all three renames durable; the worker note is not synced."""
+    import os
+
+    from elrbench.train import run_trial
+
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    trial = s.trial(0)
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    store.write_worker(trial.trial_id, 0)
+    run_trial(trial, store)
+    folder = str(store.trial_dir(trial.trial_id))
+    # each file is synced under its temporary name, .<name>.<random>.tmp, before its rename
+    names = [p if p == folder else p.removeprefix(folder + "/").rsplit(".", 2)[0] for p in synced]
+    assert names == [".history.jsonl", ".layers.jsonl", ".result.json", folder], synced
