@@ -57,9 +57,9 @@ def report(
         src = wandb_source(from_wandb)
     else:
         store = StudyStore.open(study_dir)
-        store.check_paths()  # the report writes trials.csv and report/ inside the study folder
+        store.check_paths(trials=False)  # the report writes trials.csv and report/ (and reads trials/ through no link)
         src = from_store(store)
-        if src.rows:
+        if src.rows and not store.table_is_current(src.rows):
             store.write_table(src.rows)  # trials.csv as of now (a running study rebuilds it every few seconds)
         out = out or store.root / "report"
     if not src.rows:

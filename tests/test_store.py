@@ -146,3 +146,39 @@ def test_a_trial_is_synced_once_it_ends_logs_before_its_result(base_spec, monkey
     # each file is synced under its temporary name, .<name>.<random>.tmp, before its rename
     names = [p if p == folder else p.removeprefix(folder + "/").rsplit(".", 2)[0] for p in synced]
     assert names == [".history.jsonl", ".layers.jsonl", ".result.json", folder], synced
+
+
+@pytest.mark.parametrize("text, want", [
+    ("name: x\nreport:\n  baseline: linear\nsearch:\n  kind: grid\n", "linear"),
+    ("name: x\nreport:\n  # the comparison\n\n  baseline: 'elr'\n", "elr"),  # comment, blank line, at the end
+    ("name: x\nreport: {baseline: gradual}\n", "gradual"),  # not block style: the whole file is read
+    ("name: x\nsearch:\n  kind: grid\n", "none"),
+    ("report:\n  baseline: [unclosed\n", "none"),
+])
+def test_the_baseline_is_read_from_the_report_section(tmp_path, text, want):
+    (tmp_path / "spec.yaml").write_text(text)
+    assert StudyStore(tmp_path).baseline() == want
+
+
+def test_trials_csv_is_current_until_a_result_changes(base_spec):
+    base_spec["grid"].update(seed=[0, 1])
+    s = validate_spec(base_spec)
+    store = StudyStore.create(s)
+    create_executor("inline").run(s, store)
+    table = store.root / "trials.csv"
+    fresh = StudyStore.open(store.root)  # a report's store: it reads the results, then asks
+    rows = fresh.results()
+    assert fresh.table_is_current(rows)
+    assert not fresh.table_is_current(rows[:1])  # a row more than there are results
+    text = table.read_text()
+    table.write_text(text.replace("trial_id", "id", 1))  # another format (an older elrbench)
+    assert not fresh.table_is_current(rows)
+    table.write_text(text)
+    store.write_result(rows[0].model_copy(update={"final_test_acc": 0.5}))  # newer than the table
+    again = StudyStore.open(store.root)
+    rows = again.results()
+    assert not again.table_is_current(rows)
+    again.write_table(rows)
+    assert again.table_is_current(rows)
+    table.unlink()
+    assert not again.table_is_current(rows)
