@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from scipy import special
 
 from elrbench import stats
+from elrbench.stats import special  # (scipy.special, imported on first use)
 
 # The design's prior and grid (not the verdict's: that one is the profile likelihood of stats.py):
 # log2 D50 in steps of 0.05 over the searched range, and |slope| from 0.3 to 300 per doubling of

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from array import array
 
 from rich.console import Console
@@ -110,3 +112,13 @@ def test_the_end_of_a_run_reads_briefs_that_give_the_same_tables(base_spec):
     verdict = headline(trainable_depths(full, "none"))
     assert verdict and headline(trainable_depths(briefs, "none")) == verdict
     assert (store.root / "trials.csv").read_text().count("\n") == 1 + s.n_trials  # written on the way
+
+
+def test_the_cli_starts_without_scipy():
+    """What every command pays before doing anything: scipy (0.7 s) comes only with the first
+    interval worked out; the statistics still use it then."""
+    code = ("import sys; import elrbench.cli.app; assert 'scipy' not in sys.modules, 'scipy at start'; "
+            "from elrbench import stats; e = stats.wilson(5, 10); assert 'scipy.stats' in sys.modules; print(e.lo)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert abs(float(out.stdout) - 0.2366) < 1e-4  # Wilson's 95% interval of 5 in 10: 0.2366 to 0.7634
