@@ -28,7 +28,7 @@ from elrbench.defaults import CONSTANT, DEFAULT_OPTIMIZER, NO_WARMUP
 from elrbench.errors import SpecError
 from elrbench.optimizers import OPTIMIZERS
 from elrbench.schedules import SCHEDULES
-from elrbench.specfile import apply_overrides, limits, read_spec_file  # noqa: F401 - re-exported
+from elrbench.specfile import Dumper, apply_overrides, limits, read_spec_file  # noqa: F401 - re-exported
 from elrbench.warmup import WARMUPS
 from elrbench.workloads import DATASETS, MODELS, WorkloadError, check_data, check_depth, data_options
 from elrbench.workloads.models import Init, Norm
@@ -230,7 +230,10 @@ FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 def _nonempty_unique(v: list) -> list:
     if not v:
         raise ValueError("must list at least one value")
-    seen = [json.dumps(x.model_dump(mode="json") if isinstance(x, BaseModel) else x, sort_keys=True) for x in v]
+    if all(type(x) is int or type(x) is str for x in v):  # seeds, names: no JSON text needed (0.4 s at 10^5)
+        seen = v
+    else:  # (True and 1 are one key of a set, not one JSON value)
+        seen = [json.dumps(x.model_dump(mode="json") if isinstance(x, BaseModel) else x, sort_keys=True) for x in v]
     if len(set(seen)) != len(seen):
         raise ValueError(f"holds a value twice: {v}")
     return v
@@ -712,7 +715,4 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, machine: boo
 
 
 def dump_spec(spec: StudySpec) -> str:
-    # libyaml's emitter where PyYAML has it: the same text as the Python one (checked on every spec
-    # under studies/ and a 100,000-seed grid), 0.36 s instead of 0.95 for the latter
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(spec.model_dump(mode="json"), sort_keys=False, Dumper=dumper)
+    return yaml.dump(spec.model_dump(mode="json"), sort_keys=False, Dumper=Dumper)

@@ -77,7 +77,29 @@ def _raise_limit(what: str, key: str) -> str:
 _SAFE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_SAFE):  # type: ignore[misc, valid-type]
+_INT = "tag:yaml.org,2002:int"
+
+
+class _FastInts:
+    """A plain scalar of decimal digits without a leading zero is an int under YAML 1.1's rules (no
+    float, timestamp or octal matches it): resolved here without its dozen regular expressions. A
+    spec of 100,000 seeds (one per trial) reads in 0.45 s instead of 0.54 and is written in 0.24
+    instead of 0.40 (measured, best of 5; the same values and the same text)."""
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode and implicit[0] and value.isascii() and value.isdigit() \
+                and (value[0] != "0" or value == "0"):
+            return _INT
+        return super().resolve(kind, value, implicit)
+
+
+# libyaml's emitter where PyYAML has it: the same text as the Python one (checked on every spec under
+# studies/ and a 100,000-seed grid), 0.36 s instead of 0.95 for the latter
+class Dumper(_FastInts, getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """The safe dumper (elrbench.spec.dump_spec)."""
+
+
+class _Loader(_FastInts, _SAFE):  # type: ignore[misc, valid-type]
     """The safe loader, refusing duplicate keys."""
 
     def construct_mapping(self, node, deep=False):
@@ -128,8 +150,8 @@ def _expanded_size(node: yaml.Node, lim: Limits) -> int:
         if id(n) in memo:
             return memo[id(n)]
         on_path.add(id(n))
-        if isinstance(n, yaml.SequenceNode):
-            s = 1 + sum(size(c) for c in n.value)
+        if isinstance(n, yaml.SequenceNode):  # (a scalar is one value, aliased or not)
+            s = 1 + sum(1 if isinstance(c, yaml.ScalarNode) else size(c) for c in n.value)
         elif isinstance(n, yaml.MappingNode):
             s = 1 + sum(size(k) + size(v) for k, v in n.value)
         else:

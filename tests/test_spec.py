@@ -324,3 +324,35 @@ def test_tracking_runs_auto_keeps_a_run_per_trial_for_small_studies_only(base_sp
     assert "runs: study" in dump_spec(s)  # the stored spec says what was done
     base_spec["tracking"] = {"runs": "trial"}
     assert validate_spec(base_spec).tracking.runs == "trial"  # asked for: kept
+
+
+@pytest.mark.parametrize("text", ["0", "7", "123456", "00", "010", "0777", "1_000", "+5", "-3", "12:30", "1e3", "1.5",
+                                  "2026-12-07", "0x1f", "0b101", "\uff11\uff12", "\u00b2", "١٢", "123abc", "'17'"])
+def test_the_fast_int_reading_of_yaml_agrees_with_the_safe_loader(text):
+    """Plain decimal integers skip YAML 1.1's resolver regexes (specfile._Loader); everything else,
+    leading zeros (octal in YAML 1.1), signs, underscores, sexagesimals and non-ASCII digits
+    included, reads as PyYAML's own safe loader reads it."""
+    from elrbench.specfile import load_yaml
+
+    doc = f"v: {text}\nseq: [{text}, {text}]\n"
+    expected = yaml.load(doc, Loader=yaml.SafeLoader)
+    got = load_yaml(doc)
+    assert got == expected and [type(x) for x in got["seq"]] == [type(x) for x in expected["seq"]]
+
+
+def test_grid_values_are_unique_by_type_and_value(base_spec):
+    """Seeds and names are checked as they are; other values by their JSON text, so True is not 1."""
+    base_spec["grid"]["seed"] = [0, 1, 1]
+    with pytest.raises(SpecError, match="holds a value twice"):
+        validate_spec(base_spec)
+    base_spec["grid"]["seed"] = list(range(1000))
+    assert validate_spec(base_spec).n_trials % 1000 == 0
+
+
+def test_the_fast_int_writing_of_yaml_gives_the_safe_dumpers_text(base_spec):
+    from elrbench.specfile import Dumper
+
+    data = validate_spec(base_spec).model_dump(mode="json") | {"ints": [0, 7, 10, 123456, -3, 2**70], "texts": [
+        "0", "010", "123", "1_000", "12:30", "1e3", "yes", "\uff11"]}
+    assert yaml.dump(data, sort_keys=False, Dumper=Dumper) == yaml.dump(data, sort_keys=False, Dumper=yaml.SafeDumper)
+    assert yaml.load(yaml.dump(data, Dumper=Dumper), Loader=yaml.SafeLoader) == data
