@@ -341,12 +341,18 @@ def test_the_fast_int_reading_of_yaml_agrees_with_the_safe_loader(text):
 
 
 def test_grid_values_are_unique_by_type_and_value(base_spec):
-    """Seeds and names are checked as they are; other values by their JSON text, so True is not 1."""
+    """Seeds and names are checked as they are; other values (warm-ups with options, optimizers) by
+    their JSON text."""
     base_spec["grid"]["seed"] = [0, 1, 1]
     with pytest.raises(SpecError, match="holds a value twice"):
         validate_spec(base_spec)
     base_spec["grid"]["seed"] = list(range(1000))
     assert validate_spec(base_spec).n_trials % 1000 == 0
+    base_spec["grid"]["warmup"] = [{"name": "linear", "steps": 3}, {"steps": 3, "name": "linear"}]
+    with pytest.raises(SpecError, match="holds a value twice"):
+        validate_spec(base_spec)
+    base_spec["grid"]["warmup"] = [{"name": "linear", "steps": 3}, {"name": "linear", "steps": 4}, "none"]
+    assert validate_spec(base_spec).n_trials % 3000 == 0
 
 
 def test_the_fast_int_writing_of_yaml_gives_the_safe_dumpers_text(base_spec):
