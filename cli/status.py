@@ -40,11 +40,14 @@ def status(
         _search(store)
     have = {r.trial_id for r in rows}
     for name in store.trial_names():
-        if name not in have and (hist := store.history(name)):  # started, no result yet
-            w = store.workers(name)
-            where = f" (pid {w[0].get('pid', '?')} on {w[0].get('host', '?')})" if w else ""
-            console.print(f"  running or interrupted {name}: step {hist[-1]['step']} saved{where}",
-                          highlight=False, soft_wrap=True)
+        if name in have:
+            continue
+        # Started, no result yet. A checkpoint is renamed into place before the logs are written, so
+        # it, not history.jsonl, says where `elrbench resume` picks the trial up.
+        ckpt, w = store.last_checkpoint(name), store.workers(name)
+        where = f" (pid {w[0].get('pid', '?')} on {w[0].get('host', '?')})" if w else ""
+        state = f"checkpoint at step {ckpt}" if ckpt is not None else "no checkpoint yet"
+        console.print(f"  running or interrupted {name}: {state}{where}", highlight=False, soft_wrap=True)
     failed = [r for r in rows if r.outcome == "failed"]
     for r in failed[:LISTED]:
         console.print(f"  failed {r.trial_id}: {r.error}", highlight=False)

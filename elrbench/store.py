@@ -344,6 +344,12 @@ class StudyStore:
         atomic_write(self.trial_dir(trial_id) / f"worker-{rank}.json", json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}), sync="none")
 
+    def last_checkpoint(self, trial_id: str) -> Optional[int]:
+        """The step of a trial's newest checkpoint (checkpoints/step_<n>.pt), None when it has none."""
+        steps = [int(m[1]) for p in (self.trial_dir(trial_id) / "checkpoints").glob("step_*.pt")
+                 if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
+        return max(steps, default=None)
+
     def workers(self, trial_id: str) -> list[dict[str, Any]]:
         out = []
         for p in sorted(self.trial_dir(trial_id).glob("worker-*.json")):

@@ -319,3 +319,21 @@ def test_a_dead_worker_is_one_line_not_rays_traceback():
     text = logging.Formatter().format(record)
     assert text.count("\n") == 0 and "Traceback" not in text
     assert "RuntimeError: The actor died unexpectedly" in text and "max_failures: 2" in text
+
+
+def test_status_names_where_an_unfinished_trial_resumes(study):
+    """A trial without a result is listed with its newest checkpoint's step (what `resume` picks up),
+    or as having none: a trial killed between its checkpoint's rename and its logs' write, or before
+    its first checkpoint, is still named."""
+    first, second = sorted((study / "trials").iterdir())[:2]
+    for t in (first, second):
+        (t / "result.json").unlink()
+    (first / "checkpoints").mkdir(exist_ok=True)
+    for name in ("step_000000002.pt", "step_000000004.pt", "step_x.pt", "step_000000006.pt.tmp"):
+        (first / "checkpoints" / name).write_bytes(b"")
+    (first / "history.jsonl").unlink()
+    r = cli("status", str(study))
+    assert r.returncode == 0, r.stderr
+    assert f"running or interrupted {first.name}: checkpoint at step 4\n" in r.stdout, r.stdout
+    assert f"running or interrupted {second.name}: no checkpoint yet\n" in r.stdout, r.stdout
+    assert "2/4 trials have a result" in r.stdout
