@@ -4,9 +4,10 @@ One-worker trials run in chunks: a Tune trial (a function trainable) runs a few 
 after another (one each for small studies; about 20 chunks per concurrent slot for large ones, so
 Tune's own cost of about 25 ms a trial is paid per chunk). Tune's configs are small (the study folder
 and the chunk's indices); the driver puts the validated spec in Ray's object store once
-(tune.with_parameters), each chunk's process takes it from there and builds its trials alone. A trial with several workers is a Tune trial of its own that builds a Ray Train
-TorchTrainer (DDP, gloo on CPU, nccl on GPU) from inside its trainable, as Train V2 requires, and its
-rank 0's rows reach Tune through TuneReportCallback. The cluster is an embedded one kept on
+(tune.with_parameters), each chunk's process takes it from there and builds its trials alone. A
+trial with several workers is a Tune trial of its own that builds a Ray Train TorchTrainer (DDP, gloo
+on CPU, nccl on GPU) from inside its trainable, as Train V2 requires; its ranks read the spec from
+the study folder, and rank 0's rows reach Tune through TuneReportCallback. The cluster is an embedded one kept on
 127.0.0.1, or an existing one by address.
 
 Fault tolerance rests on the study folder, not on Tune's experiment state: each trial writes its own
