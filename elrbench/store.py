@@ -103,6 +103,13 @@ FILES = {".lock", "study.json", "spec.yaml", "trials.csv", "result.json", "histo
          "report.html"}  # what elrbench writes as a file in a study folder
 
 
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """A trial's checkpoints, checkpoints/step_<n>.pt, as (step, path) by step; a file of any other
+    name there (a stray step_x.pt, a *.damaged one set aside) is not one."""
+    found = [(int(m[1]), p) for p in folder.glob("step_*.pt") if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
+    return sorted(found)
+
+
 def read_bytes(path: Path | str, limit: int = SMALL_FILE) -> bytes:
     """A file of the study, read only when it is a regular file (not a link, a FIFO or a device: a
     planted /dev/zero or FIFO must not hang or exhaust the reader) of at most `limit` bytes.
@@ -345,10 +352,9 @@ class StudyStore:
             {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), **where}), sync="none")
 
     def last_checkpoint(self, trial_id: str) -> Optional[int]:
-        """The step of a trial's newest checkpoint (checkpoints/step_<n>.pt), None when it has none."""
-        steps = [int(m[1]) for p in (self.trial_dir(trial_id) / "checkpoints").glob("step_*.pt")
-                 if (m := re.fullmatch(r"step_(\d+)\.pt", p.name))]
-        return max(steps, default=None)
+        """The step of a trial's newest checkpoint, None when it has none."""
+        steps = checkpoints(self.trial_dir(trial_id) / "checkpoints")
+        return steps[-1][0] if steps else None
 
     def workers(self, trial_id: str) -> list[dict[str, Any]]:
         out = []

@@ -43,7 +43,7 @@ from elrbench.result import Outcome, TrialResult
 from elrbench.schedules import scheduled_lr
 from elrbench.spec import TrialSpec
 from elrbench.specfile import limits
-from elrbench.store import StudyStore, atomic_write
+from elrbench.store import StudyStore, atomic_write, checkpoints
 from elrbench.tracking import start_tracker
 from elrbench.warmup import StepContext, Warmup, create_warmup
 from elrbench.workloads import DataError, create_model, load_dataset, random_crop_flip
@@ -409,7 +409,7 @@ class Checkpoints:
         self.folder, self.keep = folder, keep
 
     def all(self) -> list[Path]:
-        return sorted(self.folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+        return [path for _, path in checkpoints(self.folder)]
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         atomic_write(self.folder / f"step_{step:09d}.pt", lambda f: torch.save(state, f))

@@ -350,3 +350,14 @@ def test_a_checkpoint_of_wrong_types_is_set_aside(base_spec, caplog):
     assert newest.with_name(newest.name + ".damaged").exists()
     resumed = run_trial(t, store)
     assert resumed.outcome != "failed" and resumed.steps_done == 30
+
+
+def test_checkpoints_are_found_by_their_step_and_strays_are_not_checkpoints(tmp_path):
+    """A trial's checkpoints come in step order (step_10 after step_9); a file that is no checkpoint
+    of this code (step_x.pt, one set aside as .damaged, a temporary file) is left out, not an error
+    that would fail every resume."""
+    for name in ("step_000000010.pt", "step_9.pt", "step_x.pt", "step_000000020.pt.damaged",
+                 ".step_000000030.pt.abc.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in Checkpoints(tmp_path, 2).all()] == ["step_9.pt", "step_000000010.pt"]
+    assert Checkpoints(tmp_path / "none", 2).all() == []  # no folder yet

@@ -7,8 +7,8 @@ and the chunk's indices); the driver puts the validated spec in Ray's object sto
 (tune.with_parameters), each chunk's process takes it from there and builds its trials alone. A
 trial with several workers is a Tune trial of its own that builds a Ray Train TorchTrainer (DDP, gloo
 on CPU, nccl on GPU) from inside its trainable, as Train V2 requires; its ranks read the spec from
-the study folder, and rank 0's rows reach Tune through TuneReportCallback. The cluster is an embedded one kept on
-127.0.0.1, or an existing one by address.
+the study folder, and rank 0's rows reach Tune through TuneReportCallback. The cluster is an
+embedded one kept on 127.0.0.1, or an existing one by address.
 
 Fault tolerance rests on the study folder, not on Tune's experiment state: each trial writes its own
 rows and checkpoints there, so a retried trial (a lost worker or node) continues from its last
@@ -300,7 +300,7 @@ def _study_spec(study_dir: str) -> StudySpec:
 def _trainable(config: dict[str, Any], spec: StudySpec) -> None:
     """One Tune trial: a chunk of one-worker trials run here, or one DDP trial as a TorchTrainer that
     runs it on each rank. spec: the driver's, from Ray's object store (tune.with_parameters; 0.37 MB
-    unpickled in 3 ms at 100,000 seeds, where reading the folder's spec.yaml cost each chunk's process
+    unpickled in about 3 ms at 100,000 seeds, where reading the folder's spec.yaml cost each chunk's process
     1-2.7 s before its first trial; docs/performance.md)."""
     r = spec.resources
     ray = _ray()
